@@ -86,6 +86,11 @@ def test_rebuild_is_skipped_when_sources_unchanged(small_data, tmp_path):
                               svd_dim=4, log=messages.append)
     assert os.path.getmtime(os.path.join(out, "metadata.json")) == stamp
     assert "up to date" in messages[0]
+    # The same files reached by another path (relative here) are the same build.
+    messages.clear()
+    tfrecords.build_tfrecords(os.path.relpath(small_data["root"]), str(tmp_path / "out"),
+                              num_shards=3, svd_dim=4, log=messages.append)
+    assert "up to date" in messages[0]
     # A changed source file triggers a rebuild.
     path = os.path.join(small_data["root"], "rel-movielens1m", "regression", "users.csv")
     with open(path, "a") as f:

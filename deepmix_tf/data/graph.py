@@ -18,7 +18,11 @@ def _rows(ids, index_ids):
 
 
 def randomized_svd(matrix, rank, seed, power_iterations=4, oversample=10):
-    """Top-`rank` left singular vectors times singular values of a dense matrix (Halko et al.)."""
+    """Top-`rank` left singular vectors times singular values of a dense matrix (Halko et al.).
+
+    A matrix of lower rank than asked gives zero columns for the missing components."""
+    full = rank
+    rank = min(rank, *matrix.shape)
     rng = np.random.default_rng(seed)
     probe = rng.standard_normal((matrix.shape[1], rank + oversample)).astype(matrix.dtype)
     q, _ = np.linalg.qr(matrix @ probe)
@@ -29,7 +33,8 @@ def randomized_svd(matrix, rank, seed, power_iterations=4, oversample=10):
     u = q @ u_small[:, :rank]
     # Fix each vector's sign so the result does not depend on the LAPACK build.
     signs = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(rank)])
-    return (u * signs * s[:rank]).astype(np.float32)
+    u = (u * signs * s[:rank]).astype(np.float32)
+    return np.pad(u, ((0, 0), (0, full - rank)))
 
 
 def movie_graph_features(ratings, users, movie_ids, svd_dim=32, seed=0):

@@ -159,8 +159,11 @@ def _vocabularies(task, train_rows):
 def _fingerprint(sources, options):
     digest = hashlib.md5(json.dumps(options, sort_keys=True).encode())
     md5s = {path: locate.md5_of_file(path) for path in sources}
+    # Paths relative to the data folder: the same files reached another way (a relative
+    # path, a symlink, a moved copy) are the same build.
+    root = os.path.commonpath([os.path.abspath(p) for p in sources])
     for path in sorted(md5s):
-        digest.update(f"{path}:{md5s[path]}".encode())
+        digest.update(f"{os.path.relpath(os.path.abspath(path), root)}:{md5s[path]}".encode())
     return digest.hexdigest(), md5s
 
 
@@ -226,6 +229,8 @@ def build_tfrecords(data_dir, output_dir, protocol="rel-movielens1m", seed=42, n
                                                            name, shards)}
             tasks[task] = {
                 **schema.to_dict(task),
+                "label_mean": (float(frames["train"]["rating"].mean()) if task == "rating"
+                               else genre_labels(frames["train"]["genres"]).mean(0).tolist()),
                 "splits": split_meta,
                 "vocabularies": _vocabularies(task, frames["train"]),
                 "dense_tables": {MOVIE_GRAPH: {
@@ -291,7 +296,7 @@ def feature_spec(task):
 
 def make_dataset(dataset_dir, task, split, batch_size, *, shuffle=False, seed=0, repeat=False,
                  deterministic=True, cache=False, in_memory=False, drop_remainder=False,
-                 input_context=None):
+                 input_context=None, transform=None):
     """A `tf.data.Dataset` of `(features, label)` batches read from a build's TFRecords.
 
     Args:
@@ -311,6 +316,9 @@ def make_dataset(dataset_dir, task, split, batch_size, *, shuffle=False, seed=0,
         drop_remainder: bool. Drop the last partial batch.
         input_context: `tf.distribute.InputContext` or None. Shards by file across input
             pipelines (multi-worker training).
+        transform: callable or None. Maps a features dict to another (for example a
+            preprocessing model). With `in_memory` it runs once over the whole split,
+            otherwise on every batch.
 
     Returns:
         A dataset of `(features dict of name -> tensor (batch,), label)`, prefetched.
@@ -320,7 +328,7 @@ def make_dataset(dataset_dir, task, split, batch_size, *, shuffle=False, seed=0,
     files = [os.path.join(dataset_dir, f) for f in info["files"]]
     if in_memory:
         return _in_memory_dataset(dataset_dir, task, split, batch_size, shuffle, seed, repeat,
-                                  drop_remainder, input_context)
+                                  drop_remainder, input_context, transform)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:
@@ -347,7 +355,8 @@ def make_dataset(dataset_dir, task, split, batch_size, *, shuffle=False, seed=0,
 
     def parse(records):
         parsed = tf.io.parse_example(records, spec)
-        return parsed, parsed.pop(label)
+        y = parsed.pop(label)
+        return (transform(parsed) if transform else parsed), y
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()
@@ -356,11 +365,14 @@ def make_dataset(dataset_dir, task, split, batch_size, *, shuffle=False, seed=0,
 
 
 def _in_memory_dataset(dataset_dir, task, split, batch_size, shuffle, seed, repeat,
-                       drop_remainder, input_context):
+                       drop_remainder, input_context, transform):
     arrays = read_examples(dataset_dir, task, split, input_context=input_context)
     label = schema.LABELS[task].name
-    tensors = {name: tf.constant(value) for name, value in arrays.items()}
-    n = len(arrays[label])
+    labels = tf.constant(arrays.pop(label))
+    features = {name: tf.constant(value) for name, value in arrays.items()}
+    tensors = dict(transform(features) if transform else features)
+    tensors[label] = labels
+    n = int(labels.shape[0])
     num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
 
     def epoch_indices(epoch_seed):
@@ -382,6 +394,9 @@ def _in_memory_dataset(dataset_dir, task, split, batch_size, shuffle, seed, repe
         return features, features.pop(label)
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    if not repeat:
+        # flat_map hides the length; Keras uses it for progress bars and epoch ends.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
