@@ -1,0 +1,92 @@
+"""Model and training configuration as data: one JSON file saved next to every trained model."""
+
+import dataclasses
+import json
+
+MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases")
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything that defines a training run.
+
+    Args:
+        task: "rating" or "genre".
+        model: one of MODELS.
+        protocol: "rel-movielens1m", "chronological" or "random".
+        features: raw feature names, or None for the schema's enabled features.
+        dense_tables: per-movie dense tables fed as dense features ("movie_graph", "node").
+        node_embeddings: path of a `node_embeddings.npy` (rows follow the `.ids.npy` beside
+            it), or None.
+        embedding_dim: size of each categorical embedding.
+        residual_blocks: DNN residual blocks (DeepMix) or Deep Crossing units (deep_crossing).
+        residual_width: hidden width multiplier of a residual block (of the stacked width).
+        residual_depth: hidden layers per residual block.
+        normalization: "layer", "batch" or None, inside residual blocks.
+        dropout: dropout rate inside residual blocks and the head MLP.
+        activation: activation of the MLP layers.
+        cross_layers, num_experts, low_rank, cross_activation: CrossNetMix (and dcn_v2's
+            FeatureCross, which uses `cross_layers` and `low_rank`).
+        combine: "stacked" (residual blocks then CrossNetMix, the paper's order) or
+            "parallel" (both read the stacked embeddings; their outputs are concatenated).
+        head_units: hidden units of the MLP before the output (DCN-V2's deep part, DLRM's
+            top MLP, DeepMix's scoring layer).
+        bottom_units: DLRM's bottom MLP over dense features.
+        l2: L2 penalty on embeddings and kernels.
+        loss: rating loss, "mse", "mae" or "huber".
+        learning_rate, batch_size, epochs, patience, seed, jit_compile: training.
+    """
+
+    task: str = "rating"
+    model: str = "deepmix"
+    protocol: str = "rel-movielens1m"
+    features: list = None
+    dense_tables: list = dataclasses.field(default_factory=lambda: ["movie_graph"])
+    node_embeddings: str = None
+    embedding_dim: int = 16
+    residual_blocks: int = 1
+    residual_width: float = 2.0
+    residual_depth: int = 1
+    normalization: str = "layer"
+    dropout: float = 0.1
+    activation: str = "relu"
+    cross_layers: int = 2
+    num_experts: int = 4
+    low_rank: int = 32
+    cross_activation: str = "tanh"
+    combine: str = "stacked"
+    head_units: list = dataclasses.field(default_factory=lambda: [128])
+    bottom_units: list = dataclasses.field(default_factory=lambda: [64, 16])
+    l2: float = 1e-6
+    loss: str = "huber"
+    learning_rate: float = 1e-3
+    batch_size: int = 1024
+    epochs: int = 8
+    patience: int = 2
+    seed: int = 42
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}")
+        if self.task not in ("rating", "genre"):
+            raise ValueError(f"unknown task {self.task!r}; expected 'rating' or 'genre'")
+        if self.combine not in ("stacked", "parallel"):
+            raise ValueError(f"combine must be 'stacked' or 'parallel', got {self.combine!r}")
+
+    def to_json(self, path):
+        with open(path, "w") as f:
+            json.dump(dataclasses.asdict(self), f, indent=1)
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            values = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown configuration field(s) {unknown}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,116 @@
+"""DeepMix and its baselines as functional Keras models over preprocessed inputs.
+
+Each builder reads like its paper's diagram: embedding -> stacking -> interaction -> scoring.
+"""
+
+import keras
+import keras_rs
+
+from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, ResidualBlock
+from deepmix_tf.models.stacking import RatingHead, embed, head, mlp, model_inputs, stack
+
+
+def deepmix(inputs, x0, config):
+    """DeepMix: DNN residual blocks and CrossNetMix over the stacked features.
+
+    `combine="stacked"` follows the paper (residual blocks, then CrossNetMix);
+    `combine="parallel"` runs both on the stacked vector and concatenates them (DCN-V2's
+    parallel structure).
+    """
+    x = x0
+    for i in range(config.residual_blocks):
+        x = ResidualBlock(width_multiplier=config.residual_width, depth=config.residual_depth,
+                          normalization=config.normalization, dropout=config.dropout,
+                          activation=config.activation,
+                          kernel_regularizer=_l2(config), name=f"residual_block_{i}")(x)
+    cross = CrossNetMix(num_layers=config.cross_layers, num_experts=config.num_experts,
+                        low_rank=config.low_rank, activation=config.cross_activation,
+                        kernel_regularizer=_l2(config), name="cross_net_mix")
+    if config.combine == "stacked":
+        x = cross(x)
+    else:
+        x = keras.layers.Concatenate(name="combine")([cross(x0), x])
+    return mlp(x, config.head_units, config, "scoring")
+
+
+def deep_crossing(inputs, x0, config):
+    """Deep Crossing (Shan et al., KDD 2016): a chain of its two-layer residual units."""
+    x = x0
+    width = int(round(config.residual_width * x0.shape[-1]))
+    for i in range(max(1, config.residual_blocks)):
+        x = DeepCrossingResidualUnit(hidden_units=width, name=f"residual_unit_{i}")(x)
+    return x
+
+
+def dcn_v2(inputs, x0, config):
+    """DCN-V2 (Wang et al., WWW 2021), stacked: low-rank cross layers, then a deep MLP."""
+    x = x0
+    for i in range(config.cross_layers):
+        x = keras_rs.layers.FeatureCross(projection_dim=config.low_rank,
+                                         kernel_regularizer=_l2(config),
+                                         name=f"feature_cross_{i}")(x0, x)
+    return mlp(x, config.head_units, config, "deep")
+
+
+def _l2(config):
+    return keras.regularizers.L2(config.l2) if config.l2 else None
+
+
+NETWORKS = {"deepmix": deepmix, "deep_crossing": deep_crossing, "dcn_v2": dcn_v2}
+
+
+def build_network(preprocessor, config, vocabularies, table=None, rating_mean=3.5):
+    """The trainable network over the preprocessor's outputs.
+
+    Args:
+        preprocessor: the model from `build_preprocessor` (its outputs are our inputs).
+        config: a `Config`.
+        vocabularies: dict feature name -> vocabulary (sizes the embedding tables).
+        table: float32 (movies + 1, d) standardized dense per-movie table, or None.
+        rating_mean: training mean rating (the rating head's starting point).
+
+    Returns:
+        A `keras.Model` from preprocessed inputs to the rating (batch,) or genre logits
+        (batch, 18).
+    """
+    inputs = model_inputs(preprocessor)
+    embeddings, dense = embed(inputs, config.task, vocabularies, config, table)
+    if config.model == "biases":
+        return _biases(inputs, vocabularies, config, rating_mean)
+    if config.model == "dlrm":
+        x = _dlrm(embeddings, dense, config)
+    else:
+        x = NETWORKS[config.model](inputs, stack(embeddings, dense), config)
+    return keras.Model(inputs, head(x, config.task, config, rating_mean), name=config.model)
+
+
+def _dlrm(embeddings, dense, config):
+    """DLRM (Naumov et al., 2019): bottom MLP on dense features, pairwise dot products of
+    all feature vectors, then a top MLP."""
+    vectors = list(embeddings)
+    if dense is not None:
+        bottom = mlp(dense, config.bottom_units[:-1], config.replace(dropout=0.0), "bottom")
+        bottom = keras.layers.Dense(config.embedding_dim, activation=config.activation,
+                                    name="bottom_out")(bottom)
+        vectors = [bottom] + vectors
+    interactions = keras_rs.layers.DotInteraction(name="dot_interaction")(vectors)
+    x = keras.layers.Concatenate(name="top_input")([vectors[0], interactions])
+    return mlp(x, config.head_units, config, "top")
+
+
+def _biases(inputs, vocabularies, config, rating_mean):
+    """Global + user + movie bias for ratings; per-genre constant logits for genres."""
+    if config.task == "genre":
+        # No input reaches the output: the logits are learned per-genre constants (priors).
+        constant = keras.ops.zeros_like(keras.ops.cast(inputs["year"], "float32"))
+        x = keras.ops.expand_dims(constant, -1)
+        return keras.Model(inputs, keras.layers.Dense(18, name="genre_logits")(x),
+                           name="biases")
+    biases = [keras.layers.Embedding(len(vocabularies[name]) + 1, 1,
+                                     embeddings_initializer="zeros",
+                                     embeddings_regularizer=_l2(config),
+                                     name=f"{name}_bias")(inputs[name])
+              for name in ("user_id", "movie_id")]
+    total = keras.layers.Add(name="bias_sum")(biases)
+    return keras.Model(inputs, RatingHead(mean=rating_mean, name="rating")(total),
+                       name="biases")

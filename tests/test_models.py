@@ -1,0 +1,156 @@
+"""DeepMix and its baselines end to end on small data: build, train, evaluate, save, load."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from deepmix_tf.data import tfrecords
+from deepmix_tf.models import MODELS, Config, build_model, load_tables
+from deepmix_tf.training import trainer
+
+TINY = dict(embedding_dim=4, low_rank=4, num_experts=2, head_units=[8], bottom_units=[8, 4],
+            batch_size=64, epochs=2, patience=5)
+
+
+def _tiny(task, model, **overrides):
+    return trainer.default_config(task, model, **{**TINY, **overrides})
+
+
+def _silent(_):
+    pass
+
+
+@pytest.fixture
+def small_build(small_data, tmp_path):
+    return tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tfrecords"),
+                                     log=_silent)
+
+
+@pytest.mark.parametrize("task", ["rating", "genre"])
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_and_writes_metrics(small_data, tmp_path, task, model):
+    model_dir = tmp_path / "run"
+    out = trainer.train(_tiny(task, model), data_dir=small_data["root"],
+                        tfrecord_dir=str(tmp_path / "tfrecords"), model_dir=str(model_dir),
+                        log=_silent, verbose=0)
+    written = json.loads((model_dir / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(out))
+    assert (written["task"], written["model"], written["protocol"]) == (task, model,
+                                                                       "rel-movielens1m")
+    assert written["seed"] == 42 and written["epochs_run"] == 2
+    assert written["examples_per_s"] > 0 and written["wall_time_s"] > 0
+    names = ("mae", "rmse") if task == "rating" else ("micro_f1", "macro_f1")
+    for split in ("val", "test"):
+        assert sorted(written[split]) == sorted(names)
+        assert all(np.isfinite(v) and v >= 0 for v in written[split].values())
+    if task == "genre":
+        assert 0 < written["threshold"] < 1 and len(written["genres"]) == 18
+        assert all(v <= 1 for split in ("val", "test") for v in written[split].values())
+    assert Config.from_json(model_dir / "config.json") == _tiny(task, model)
+    assert (model_dir / "model.keras").is_file()
+    assert os.listdir(model_dir / "logs")  # TensorBoard
+    assert not (model_dir / "backup").exists()  # removed once training completes
+
+
+def test_saved_model_file_predicts_like_the_trained_model(small_data, tmp_path):
+    model_dir = tmp_path / "run"
+    trainer.train(_tiny("rating", "deepmix"), data_dir=small_data["root"],
+                  tfrecord_dir=str(tmp_path / "tfrecords"), model_dir=str(model_dir),
+                  log=_silent, verbose=0)
+    loaded = keras.saving.load_model(model_dir / "model.keras")
+    build = str(tmp_path / "tfrecords" / "rel-movielens1m")
+    features, labels = next(iter(tfrecords.make_dataset(build, "rating", "test", 1000)))
+    raw = {name: features[name] for name in loaded.input}
+    predictions = np.asarray(loaded.predict(raw, verbose=0))
+    assert predictions.shape == labels.shape
+    assert (predictions >= 1).all() and (predictions <= 5).all()
+    # Metrics recomputed from the saved file agree with metrics.json.
+    test_mae = float(np.mean(np.abs(predictions - labels.numpy())))
+    written = json.loads((model_dir / "metrics.json").read_text())
+    assert test_mae == pytest.approx(written["test"]["mae"], abs=1e-5)
+
+
+@pytest.mark.parametrize("model", ["deepmix", "dlrm"])
+def test_keras_round_trip_of_the_raw_feature_model(small_build, tmp_path, model):
+    config = _tiny("rating", model)
+    meta = tfrecords.read_metadata(small_build)["tasks"]["rating"]
+    _, _, full = build_model(config, meta, load_tables(small_build, config))
+    features, _ = next(iter(tfrecords.make_dataset(small_build, "rating", "validation", 16)))
+    raw = {name: features[name] for name in full.input}
+    path = str(tmp_path / "m.keras")
+    full.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(full.predict(raw, verbose=0), loaded.predict(raw, verbose=0))
+
+
+def test_unknown_ids_and_values_take_the_out_of_vocabulary_path(small_build):
+    config = _tiny("rating", "deepmix")
+    meta = tfrecords.read_metadata(small_build)["tasks"]["rating"]
+    _, _, full = build_model(config, meta, load_tables(small_build, config))
+    raw = {"user_id": np.array([10 ** 9]), "movie_id": np.array([-5]),
+           "gender": np.array(["X"]), "age": np.array([3]), "occupation": np.array([99]),
+           "zip_code": np.array([""]), "year": np.array([0]), "certificate": np.array(["??"]),
+           "genres": np.array(["Nonsense|"])}
+    prediction = np.asarray(full({k: tf.constant(raw[k]) for k in full.input}))
+    assert prediction.shape == (1,) and 1 <= prediction[0] <= 5
+
+
+def test_genre_models_never_see_the_genre_column(small_build):
+    for model in MODELS:
+        config = _tiny("genre", model)
+        meta = tfrecords.read_metadata(small_build)["tasks"]["genre"]
+        preprocessor, _, full = build_model(config, meta, load_tables(small_build, config))
+        assert "genres" not in full.input
+        assert full.output.shape == (None, 18)
+
+
+def test_deepmix_network_overfits_a_small_training_split(small_build):
+    """The whole DeepMix network can memorise ~500 ratings: training MAE falls far below the
+    spread of the labels."""
+    keras.utils.set_random_seed(0)
+    config = _tiny("rating", "deepmix", dropout=0.0, l2=0.0, embedding_dim=8, head_units=[32])
+    meta = tfrecords.read_metadata(small_build)["tasks"]["rating"]
+    preprocessor, network, _ = build_model(config, meta, load_tables(small_build, config))
+    ds = tfrecords.make_dataset(
+        small_build, "rating", "train", 1024, in_memory=True,
+        transform=lambda f: preprocessor({k: f[k] for k in preprocessor.input}))
+    features, labels = next(iter(ds))
+    network.compile(keras.optimizers.Adam(0.003), "mse", metrics=["mae"])
+    history = network.fit(features, labels, epochs=600, batch_size=1024, verbose=0)
+    baseline = float(np.mean(np.abs(labels - np.mean(labels))))
+    assert history.history["mae"][-1] < 0.1 * baseline
+
+
+def test_config_round_trips_and_rejects_unknown_fields(tmp_path):
+    config = _tiny("genre", "dcn_v2", head_units=[32, 16])
+    config.to_json(tmp_path / "c.json")
+    assert Config.from_json(tmp_path / "c.json") == config
+    (tmp_path / "bad.json").write_text(json.dumps({"task": "rating", "residual_blockz": 2}))
+    with pytest.raises(ValueError, match=r"bad\.json.*residual_blockz"):
+        Config.from_json(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="unknown model"):
+        Config(model="xgboost")
+
+
+def test_train_command_line(small_data, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**TINY, "epochs": 5}))
+    command = [sys.executable, "-m", "experiments.train", "--task=genre", "--model=biases",
+               f"--data_dir={small_data['root']}", f"--tfrecord_dir={tmp_path / 'tf'}",
+               f"--model_dir={tmp_path / 'run'}", f"--config={config}", "--epochs=1",
+               "--seed=7", "--verbose=0"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # Flags override --config, which overrides the task's defaults.
+    assert written["epochs_run"] == 1 and written["seed"] == 7
+    assert written["config"]["batch_size"] == 64
+    assert '"micro_f1"' in result.stdout
