@@ -1,0 +1,188 @@
+"""Movie node embeddings: frozen pretrained encoder -> NodeEncoder trained self-supervised
+against the rating graph -> `node_embeddings.npy`.
+
+Why self-supervised: the decoder's queries are trained to make a movie's text vector pick out
+that movie's rating-graph vector among the others of a batch (symmetric InfoNCE, as in CLIP).
+No task label is used, so one embedding file serves both tasks and can never leak the genre
+labels of validation or test movies; and the text is pulled towards what the rating graph
+knows about a movie (audience, taste), which is what both tasks predict.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from deepmix_tf.text.node_encoder import NodeEncoder
+
+EMBEDDINGS, IDS, METADATA = "node_embeddings.npy", "node_embeddings.ids.npy", \
+    "node_embeddings.json"
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    """How node embeddings are made (saved in the metadata JSON beside them)."""
+
+    num_queries: int = 4
+    num_layers: int = 1
+    num_heads: int = 4
+    intermediate_dim: int = 512
+    node_dim: int = 64
+    dropout: float = 0.1
+    temperature: float = 0.1
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    sequence_length: int = 256
+    seed: int = 42
+
+
+def encode_sequences(encoder, texts, batch_size=64, progress=None):
+    """Runs the frozen encoder once over `texts`.
+
+    Returns:
+        (sequences: list of float16 (length_i, d) arrays without padding, sentence
+        embeddings: float32 (n, d) mean-pooled and L2-normalised).
+    """
+    from deepmix_tf.text.sentence_encoder import mean_pool
+
+    sequences, sentences = [None] * len(texts), np.zeros((len(texts), encoder.hidden_dim),
+                                                         np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        index = order[start:start + batch_size]
+        output, mask = encoder.encode([texts[i] for i in index])
+        sentences[index] = mean_pool(output, mask)
+        for row, i in enumerate(index):
+            sequences[i] = output[row, :mask[row].sum()].astype(np.float16)
+        if progress:
+            progress(min(start + batch_size, len(texts)), len(texts))
+    return sequences, sentences
+
+
+def _pad(sequences):
+    length = max(len(s) for s in sequences)
+    out = np.zeros((len(sequences), length, sequences[0].shape[1]), np.float32)
+    mask = np.zeros((len(sequences), length), bool)
+    for row, s in enumerate(sequences):
+        out[row, :len(s)], mask[row, :len(s)] = s, True
+    return out, mask
+
+
+def _batches(sequences, batch_size, rng):
+    """Batches of similar length (little padding), in a new random grouping every epoch."""
+    lengths = np.array([len(s) for s in sequences], np.float32)
+    order = np.argsort(lengths + rng.uniform(0, 32, len(lengths)))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return [b for b in batches if len(b) > 1]
+
+
+def train_node_encoder(sequences, graph, config, log=print):
+    """Trains a `NodeEncoder` so that each text's node vector finds its own movie's graph
+    vector in a batch (symmetric InfoNCE).
+
+    Args:
+        sequences: list of float (length_i, d) encoder outputs, one per movie.
+        graph: float32 (n, g) standardized rating-graph features, same movie order.
+        config: `NodeConfig`.
+        log: callable taking a str.
+
+    Returns:
+        (the trained `NodeEncoder`, list of the epochs' mean losses).
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    node_encoder = NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
+                               config.intermediate_dim, config.node_dim, config.dropout)
+    graph_tower = keras.Sequential([keras.layers.Dense(256, activation="relu"),
+                                    keras.layers.Dense(config.node_dim)], name="graph_tower")
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+
+    @tf.function(reduce_retracing=True)
+    def step(sequence, mask, graph_rows):
+        with tf.GradientTape() as tape:
+            text = tf.math.l2_normalize(node_encoder(sequence, mask, training=True), -1)
+            rows = tf.math.l2_normalize(graph_tower(graph_rows, training=True), -1)
+            logits = tf.matmul(text, rows, transpose_b=True) / config.temperature
+            labels = tf.range(tf.shape(logits)[0])
+            loss = 0.5 * (tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, logits)) + tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(logits))))
+        weights = node_encoder.trainable_weights + graph_tower.trainable_weights
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    losses = []
+    for epoch in range(config.epochs):
+        epoch_losses = []
+        for index in _batches(sequences, config.batch_size, rng):
+            sequence, mask = _pad([sequences[i] for i in index])
+            epoch_losses.append(float(step(sequence, mask, graph[index])))
+        losses.append(float(np.mean(epoch_losses)))
+        log(f"node encoder epoch {epoch + 1}/{config.epochs}: contrastive loss "
+            f"{losses[-1]:.4f}")
+    return node_encoder, losses
+
+
+def node_vectors(node_encoder, sequences, batch_size=256):
+    """The trained encoder's node embedding of every sequence (inference, no dropout)."""
+    out = np.zeros((len(sequences), node_encoder.node_dim), np.float32)
+    order = np.argsort([len(s) for s in sequences])
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        sequence, mask = _pad([sequences[i] for i in index])
+        out[index] = np.asarray(node_encoder(sequence, mask, training=False))
+    return out
+
+
+def inputs_hash(texts, graph, preset_files, config):
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    digest.update(np.ascontiguousarray(graph, np.float32).tobytes())
+    digest.update(json.dumps({"preset": preset_files, "config": dataclasses.asdict(config)},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def read_metadata(output_dir):
+    path = os.path.join(output_dir, METADATA)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_node_embeddings(output_dir, movie_ids, embeddings, metadata):
+    """Writes the three files into `output_dir` through a temporary folder and renames, so
+    an interrupted run never leaves a half-written set."""
+    if not np.isfinite(embeddings).all():
+        raise ValueError("node embeddings hold NaN or infinite values; not written")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".node_embeddings.", dir=parent)
+    try:
+        np.save(os.path.join(staging, EMBEDDINGS), embeddings.astype(np.float32))
+        np.save(os.path.join(staging, IDS), np.asarray(movie_ids, np.int64))
+        with open(os.path.join(staging, METADATA), "w") as f:
+            json.dump(metadata, f, indent=1)
+        if os.path.isdir(output_dir):
+            old = output_dir.rstrip("/") + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(output_dir, old)
+            os.replace(staging, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return os.path.join(output_dir, EMBEDDINGS)

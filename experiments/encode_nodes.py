@@ -1,0 +1,39 @@
+"""Writes movie node embeddings (encoder -> trainable-query decoder) for one task.
+
+    python -m experiments.encode_nodes --task=genre --data_dir ../shared/data
+    python -m experiments.train --task=genre \
+        --node_embeddings artifacts/nodes/genre/node_embeddings.npy
+
+Reuses the existing files when texts, graph, encoder and settings are unchanged.
+"""
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task (genre texts omit genres).")
+flags.DEFINE_string("data_dir", None, "Data root holding rel-movielens1m/.")
+flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords", "TFRecord builds (made if missing).")
+flags.DEFINE_string("output_dir", None, "Output folder (default artifacts/nodes/<task>).")
+flags.DEFINE_string("preset", None, "Local encoder folder (default: installed all-MiniLM-L6-v2).")
+flags.DEFINE_integer("epochs", None, "Contrastive training epochs of the decoder.")
+flags.DEFINE_integer("node_dim", None, "Node embedding size.")
+flags.DEFINE_integer("seed", None, "Random seed.")
+flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
+
+
+def main(argv):
+    del argv
+    from deepmix_tf.data import tfrecords
+    from deepmix_tf.text.node_embeddings import NodeConfig
+    from deepmix_tf.text.pipeline import encode_nodes
+
+    overrides = {k: getattr(FLAGS, k) for k in ("epochs", "node_dim", "seed")
+                 if getattr(FLAGS, k) is not None}
+    dataset_dir = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.tfrecord_dir)
+    encode_nodes(FLAGS.data_dir, dataset_dir, FLAGS.output_dir or f"artifacts/nodes/{FLAGS.task}",
+                 task=FLAGS.task, preset=FLAGS.preset, config=NodeConfig(**overrides),
+                 force=FLAGS.force)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,137 @@
+"""The pretrained sentence encoder (against the original model's golden embeddings), the
+NodeEncoder, movie texts and the node-embedding files."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import require_shared
+from deepmix_tf.data import tfrecords
+from deepmix_tf.text import (EncoderNotFoundError, SentenceEncoder, embed_sentences,
+                             movie_text, text_fields)
+from deepmix_tf.text.node_embeddings import NodeConfig, read_metadata
+from deepmix_tf.text.node_encoder import NodeEncoder
+from deepmix_tf.text.pipeline import encode_nodes
+
+
+def test_embeddings_match_the_original_sentence_transformers_model():
+    with open(require_shared("golden", "minilm_golden.json")) as f:
+        golden = json.load(f)
+    ours = embed_sentences(golden["sentences"])
+    theirs = np.asarray(golden["embeddings"], np.float32)
+    cosine = np.sum(ours * theirs, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert ours.shape == theirs.shape
+    assert cosine.min() >= 0.9999, {i: float(c) for i, c in enumerate(cosine) if c < 0.9999}
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+
+
+def test_padding_does_not_change_a_sentence_embedding():
+    text = "Toy Story (1995). Animation, Children's, Comedy. Directed by John Lasseter."
+    longer = "A much longer text. " * 40
+    alone = embed_sentences([text], batch_size=1)
+    # Same text padded to the length of a long neighbour, in two batch layouts.
+    together = embed_sentences([longer, text, "Short."], batch_size=3)
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
+    encoder = SentenceEncoder()
+    ids, mask = encoder.tokenize([text, longer])
+    assert ids.shape[1] == mask.sum(axis=1).max() and mask[0].sum() < mask[1].sum()
+
+
+def test_long_texts_are_cut_at_the_sequence_length():
+    encoder = SentenceEncoder(sequence_length=16)
+    ids, mask = encoder.tokenize(["word " * 100])
+    assert ids.shape == (1, 16) and mask.all()
+    assert ids[0, 0] == encoder.tokenizer.cls_token_id
+    assert ids[0, -1] == encoder.tokenizer.sep_token_id
+
+
+def test_a_missing_encoder_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(EncoderNotFoundError, match="model.safetensors"):
+        SentenceEncoder(preset=str(tmp_path))
+
+
+def test_movie_text_leaves_genres_out_for_the_genre_task():
+    movie = {"title": "Heat", "year": 1995, "genres": "Action|Crime|Thriller",
+             "director": "Michael Mann", "cast": "Al Pacino, Robert De Niro", "runtime": "",
+             "languages": "English", "certificate": "R", "plot": "A cop hunts a thief."}
+    assert movie_text(movie) == (
+        "Heat (1995). Action, Crime, Thriller. Directed by Michael Mann. Starring Al Pacino, "
+        "Robert De Niro. Language: English. Rated R. A cop hunts a thief.")
+    genre_text = movie_text(movie, text_fields("genre"))
+    assert "Action" not in genre_text and "Thriller" not in genre_text
+    assert genre_text.startswith("Heat (1995). Directed by Michael Mann.")
+    assert movie_text({"title": "Untitled", "year": 0}) == "Untitled."
+
+
+def _sequence(batch=3, length=6, hidden=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, length, hidden)).astype("float32")
+    mask = np.ones((batch, length), bool)
+    mask[0, 3:] = False
+    return x, mask
+
+
+def test_node_encoder_ignores_padding_and_trains_its_queries():
+    encoder = NodeEncoder(num_queries=3, num_heads=2, intermediate_dim=32, node_dim=8,
+                          dropout=0.0)
+    x, mask = _sequence()
+    out = np.asarray(encoder(x, mask))
+    assert out.shape == (3, 8)
+    noisy = x.copy()
+    noisy[0, 3:] = 1e3  # padding positions of the first sequence
+    np.testing.assert_allclose(np.asarray(encoder(noisy, mask)), out, atol=1e-5)
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(encoder(x, mask, training=True) ** 2)
+    grads = tape.gradient(loss, encoder.trainable_weights)
+    names = [w.path for w, g in zip(encoder.trainable_weights, grads)
+             if g is None or not np.any(np.asarray(g))]
+    assert not names
+    assert any("queries" in w.path for w in encoder.trainable_weights)
+
+
+def test_node_encoder_keras_round_trip(tmp_path):
+    x, mask = _sequence()
+    seq_in = keras.Input((None, 16))
+    mask_in = keras.Input((None,), dtype="bool")
+    model = keras.Model([seq_in, mask_in],
+                        NodeEncoder(num_queries=2, num_heads=2, intermediate_dim=16,
+                                    node_dim=4)(seq_in, mask_in))
+    model.save(tmp_path / "n.keras")
+    loaded = keras.saving.load_model(tmp_path / "n.keras")
+    np.testing.assert_array_equal(model.predict([x, mask], verbose=0),
+                                  loaded.predict([x, mask], verbose=0))
+
+
+TINY_NODES = NodeConfig(num_queries=2, num_heads=2, intermediate_dim=32, node_dim=8, epochs=2,
+                        batch_size=8, sequence_length=64)
+
+
+def test_node_embedding_files_are_complete_deterministic_and_cached(small_data, tmp_path):
+    build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
+                                      log=lambda _: None)
+    out = str(tmp_path / "nodes")
+    messages = []
+    path = encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+                        log=messages.append, progress=False)
+    first = np.load(path)
+    ids = np.load(os.path.join(out, "node_embeddings.ids.npy"))
+    assert first.shape == (len(small_data["movies"]), 8) and np.isfinite(first).all()
+    assert ids.tolist() == [m[0] for m in small_data["movies"]]
+    meta = read_metadata(out)
+    assert meta["text_fields"] == list(text_fields("genre")) and "genres" not in meta[
+        "text_fields"]
+    assert meta["encoder"]["sequence_length"] == 64 and len(meta["inputs_sha256"]) == 64
+    # Unchanged inputs: reused, not recomputed.
+    messages.clear()
+    encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+                 log=messages.append, progress=False)
+    assert "up to date" in messages[0]
+    # Recomputed with the same seed: the same embeddings.
+    encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+                 force=True, log=lambda _: None, progress=False)
+    np.testing.assert_allclose(np.load(path), first, atol=1e-5)
