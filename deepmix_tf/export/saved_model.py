@@ -1,0 +1,155 @@
+"""SavedModel export for TensorFlow Serving: raw features in, named predictions out.
+
+Layout: `<export_dir>/<model_name>/<version>/` (TF Serving's), written under a temporary
+name and renamed when complete. Every lookup (vocabularies, genre splitting, movie id ->
+dense-table row) is inside the graph, so a client sends exactly the raw values of
+`deepmix_tf.data.schema` and nothing computed in Python.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from deepmix_tf.data import schema
+from deepmix_tf.data.movielens import GENRES
+
+SIGNATURE = "serving_default"
+WARMUP_FILE = "tf_serving_warmup_requests"
+_DTYPES = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
+
+
+def input_specs(model):
+    """Named (batch,) TensorSpecs of the model's raw inputs, in schema order."""
+    names = set(model.input)
+    task = "genre" if "genres" not in names and "user_id" not in names else "rating"
+    return [tf.TensorSpec([None], _DTYPES[f.dtype], name=f.name)
+            for f in schema.features(task) if f.name in names]
+
+
+def signature_table(task, model):
+    """The serving signature as rows (name, dtype, shape, meaning), for docs and tests."""
+    rows = [(s.name, s.dtype.name, "(batch,)", f.doc) for s in input_specs(model)
+            for f in schema.features(task) if f.name == s.name]
+    if task == "rating":
+        outputs = [("rating", "float32", "(batch,)", "predicted rating, clipped to [1, 5]")]
+    else:
+        outputs = [("probabilities", "float32", "(batch, 18)", "per-genre probability"),
+                   ("predicted", "bool", "(batch, 18)", "probability >= threshold"),
+                   ("genre_names", "string", "(batch, 18)", "the genre of each column"),
+                   ("threshold", "float32", "(batch,)", "decision threshold chosen on "
+                                                         "validation")]
+    return rows, outputs
+
+
+def export(model, task, export_dir, model_name, version=None, threshold=0.5,
+           warmup_features=None):
+    """Exports a raw-feature Keras model (`model.keras` of a run) for TF Serving.
+
+    Args:
+        model: the Keras model taking the raw feature dict.
+        task: "rating" or "genre".
+        export_dir: base folder; the model goes to `<export_dir>/<model_name>/<version>/`.
+        model_name: str.
+        version: int or None (None: one more than the highest existing version, else 1).
+        threshold: float. The genre decision threshold (from validation).
+        warmup_features: dict name -> numpy array of a few real examples, written as
+            `assets.extra/tf_serving_warmup_requests`; None writes none.
+
+    Returns:
+        The version folder written.
+    """
+    import keras
+
+    base = os.path.join(export_dir, model_name)
+    os.makedirs(base, exist_ok=True)
+    if version is None:
+        versions = [int(v) for v in os.listdir(base) if v.isdigit()]
+        version = max(versions, default=0) + 1
+    final = os.path.join(base, str(int(version)))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists; pass another version")
+    specs = input_specs(model)
+    names = [s.name for s in specs]
+
+    def serve(*tensors):
+        features = dict(zip(names, tensors))
+        prediction = model(features, training=False)
+        if task == "rating":
+            return {"rating": prediction}
+        probabilities = tf.sigmoid(prediction)
+        batch = tf.shape(probabilities)[0]
+        return {
+            "probabilities": probabilities,
+            "predicted": probabilities >= threshold,
+            "genre_names": tf.tile(tf.constant([list(GENRES)]), [batch, 1]),
+            "threshold": tf.fill([batch], tf.constant(threshold, tf.float32)),
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE, serve, input_signature=specs)
+    staging = tempfile.mkdtemp(prefix=f".{version}.", dir=base)
+    try:
+        archive.write_out(staging, verbose=False)
+        extra = os.path.join(staging, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        if warmup_features is not None:
+            write_warmup(os.path.join(extra, WARMUP_FILE), model_name,
+                         {n: warmup_features[n] for n in names})
+        inputs, outputs = signature_table(task, model)
+        with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
+            json.dump({"task": task, "signature": SIGNATURE, "inputs": inputs,
+                       "outputs": outputs, "threshold": threshold}, f, indent=1)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def write_warmup(path, model_name, features):
+    """`PredictionLog` records of one Predict request per example batch, the format TF
+    Serving replays at load (`assets.extra/tf_serving_warmup_requests`)."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    n = len(next(iter(features.values())))
+    with tf.io.TFRecordWriter(path) as writer:
+        for rows in (slice(0, 1), slice(0, min(n, 8))):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = SIGNATURE
+            for name, value in features.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)[rows]))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def export_run(model_dir, export_dir, model_name=None, version=None, warmup_examples=8):
+    """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`), with
+    warm-up requests made of the first validation examples of its TFRecord build.
+
+    Returns:
+        The version folder written.
+    """
+    import keras
+
+    from deepmix_tf.data import tfrecords
+
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        run = json.load(f)
+    task = run["task"]
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    warmup = None
+    dataset_dir = run.get("dataset", {}).get("dir")
+    if warmup_examples and dataset_dir and os.path.isdir(dataset_dir):
+        features, _ = next(iter(tfrecords.make_dataset(dataset_dir, task, "validation",
+                                                       warmup_examples)))
+        warmup = {k: v.numpy() for k, v in features.items()}
+    return export(model, task, export_dir, model_name or f"deepmix_{task}", version,
+                  threshold=run.get("threshold", 0.5), warmup_features=warmup)

@@ -1,0 +1,62 @@
+"""CPU latency and throughput of an exported SavedModel, loaded as TF Serving would (no
+Keras, none of our code in the serving path).
+
+    python -m experiments.benchmark_serving --export artifacts/serving/deepmix_rating/1 \
+        --tfrecord_dir artifacts/tfrecords/rel-movielens1m
+
+Prints batch-1 latency (p50, p99 over --requests calls) and batch-N throughput.
+"""
+
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("export", None, "A SavedModel version folder.", required=True)
+flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords/rel-movielens1m",
+                    "TFRecord build whose test examples are the requests.")
+flags.DEFINE_integer("requests", 2000, "Batch-1 calls timed.")
+flags.DEFINE_integer("batch_size", 1024, "Batch size of the throughput run.")
+flags.DEFINE_integer("batches", 50, "Batches timed in the throughput run.")
+
+
+def main(argv):
+    del argv
+    import json
+    import os
+
+    import tensorflow as tf
+
+    from deepmix_tf.data import tfrecords
+
+    with open(os.path.join(FLAGS.export, "assets.extra", "deepmix_signature.json")) as f:
+        signature = json.load(f)
+    names = [row[0] for row in signature["inputs"]]
+    serve = tf.saved_model.load(FLAGS.export).signatures["serving_default"]
+    features, _ = next(iter(tfrecords.make_dataset(FLAGS.tfrecord_dir, signature["task"], "test",
+                                                   FLAGS.batch_size)))
+    batch = {k: features[k] for k in names}
+    single = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(64)]
+    for request in single[:20]:
+        serve(**request)
+    latencies = []
+    for i in range(FLAGS.requests):
+        start = time.perf_counter()
+        serve(**single[i % len(single)])
+        latencies.append(time.perf_counter() - start)
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+    for _ in range(3):
+        serve(**batch)
+    start = time.perf_counter()
+    for _ in range(FLAGS.batches):
+        serve(**batch)
+    seconds = time.perf_counter() - start
+    n = len(next(iter(batch.values())))
+    print(f"batch 1: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {FLAGS.requests} requests")
+    print(f"batch {n}: {n * FLAGS.batches / seconds:,.0f} predictions/s "
+          f"({seconds / FLAGS.batches * 1000:.1f} ms per batch)")
+
+
+if __name__ == "__main__":
+    app.run(main)

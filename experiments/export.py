@@ -1,0 +1,27 @@
+"""Exports a trained run as a SavedModel for TensorFlow Serving.
+
+    python -m experiments.export --model_dir artifacts/models/deepmix-rating \
+        --export_dir artifacts/serving --model_name deepmix_rating
+
+writes artifacts/serving/deepmix_rating/<version>/ (next free version unless --version).
+"""
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A run folder of experiments.train.", required=True)
+flags.DEFINE_string("export_dir", "artifacts/serving", "Base folder of exported models.")
+flags.DEFINE_string("model_name", None, "Serving model name (default deepmix_<task>).")
+flags.DEFINE_integer("version", None, "Version number (default: next free one).")
+
+
+def main(argv):
+    del argv
+    from deepmix_tf.export import export_run
+
+    path = export_run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version)
+    print(f"exported {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

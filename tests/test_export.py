@@ -1,0 +1,169 @@
+"""SavedModel export: loaded and called in a fresh process that imports only TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deepmix_tf.data import tfrecords
+from deepmix_tf.export import export_run
+from deepmix_tf.training import trainer
+
+TINY = dict(embedding_dim=4, low_rank=4, num_experts=2, head_units=[8], batch_size=64,
+            epochs=1)
+
+# Runs in a new interpreter: TensorFlow only, none of our code, no Keras Hub.
+_CLIENT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+export, features_file, out_file = sys.argv[1:]
+loaded = tf.saved_model.load(export)
+serve = loaded.signatures["serving_default"]
+with np.load(features_file, allow_pickle=False) as data:
+    features = {k: tf.constant(data[k]) for k in data.files}
+errors = {}
+# A wrong dtype: rejected before any of the model runs.
+wrong = dict(features); name = "movie_id"
+wrong[name] = tf.constant(features[name].numpy().astype("float32"))
+try:
+    serve(**wrong)
+except Exception as e:
+    errors["wrong_dtype"] = str(e)
+outputs = {k: v.numpy() for k, v in serve(**features).items()}
+missing = dict(features); missing.pop(sorted(features)[0])
+try:
+    serve(**missing)
+except Exception as e:
+    errors["missing"] = str(e)
+np.savez(out_file, **{k: (v.astype(str) if v.dtype == object else v) for k, v in outputs.items()})
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("deepmix_tf", "keras_hub",
+                                                              "keras_nlp", "keras_rs"))
+print(json.dumps({"errors": errors, "leaked": leaked}))
+"""
+
+
+def _train(small_data, tmp_path, task):
+    model_dir = tmp_path / f"run-{task}"
+    trainer.train(trainer.default_config(task, "deepmix", **TINY), data_dir=small_data["root"],
+                  tfrecord_dir=str(tmp_path / "tf"), model_dir=str(model_dir),
+                  log=lambda _: None, verbose=0)
+    return model_dir
+
+
+def _client(tmp_path, export, features):
+    np.savez(tmp_path / "features.npz", **features)
+    script = tmp_path / "client.py"
+    script.write_text(_CLIENT)
+    result = subprocess.run([sys.executable, str(script), export, str(tmp_path / "features.npz"),
+                             str(tmp_path / "out.npz")], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    with np.load(tmp_path / "out.npz") as data:
+        return {k: data[k] for k in data.files}, report
+
+
+def _features(small_data, tmp_path, task, split="test"):
+    build = str(tmp_path / "tf" / "rel-movielens1m")
+    features, _ = next(iter(tfrecords.make_dataset(build, task, split, 50)))
+    # Strings as fixed-width bytes: savez without pickling, tf.constant makes tf.string.
+    return {k: v.numpy().astype("S") if v.dtype == tf.string else v.numpy()
+            for k, v in features.items()}
+
+
+def _predict(model, features):
+    return np.asarray(model({k: tf.constant(v) for k, v in features.items()}))
+
+
+def test_exported_rating_model_serves_raw_features_in_a_clean_process(small_data, tmp_path):
+    model_dir = _train(small_data, tmp_path, "rating")
+    export = export_run(str(model_dir), str(tmp_path / "serving"), "deepmix_rating")
+    assert export == str(tmp_path / "serving" / "deepmix_rating" / "1")
+    model = keras.saving.load_model(model_dir / "model.keras")
+    features = _features(small_data, tmp_path, "rating")
+    # Unknown user and movie ids (and an unknown zip code) still get a prediction.
+    features["user_id"][:3] = [10 ** 9, -1, 0]
+    features["movie_id"][:3] = [10 ** 9, -1, 0]
+    features["zip_code"][0] = b"zzz"
+    wanted = {k: features[k] for k in model.input}
+    expected = _predict(model, wanted)
+    outputs, report = _client(tmp_path, export, wanted)
+    assert sorted(outputs) == ["rating"]
+    np.testing.assert_allclose(outputs["rating"], expected, atol=1e-5)
+    assert np.isfinite(outputs["rating"]).all()
+    assert ((outputs["rating"] >= 1) & (outputs["rating"] <= 5)).all()
+    assert report["leaked"] == []
+    # TensorFlow's error gives the input's name when binding fails, else its position in
+    # the signature's (alphabetical) input order.
+    position = sorted(wanted).index("movie_id")
+    error = report["errors"]["wrong_dtype"]
+    assert "name='movie_id'" in error or f"input #{position}(zero-based)" in error, error
+    assert "int64" in error
+    assert "missing a required argument: 'age'" in report["errors"]["missing"]
+
+
+def test_exported_genre_model_names_its_outputs(small_data, tmp_path):
+    model_dir = _train(small_data, tmp_path, "genre")
+    export = export_run(str(model_dir), str(tmp_path / "serving"))
+    model = keras.saving.load_model(model_dir / "model.keras")
+    features = _features(small_data, tmp_path, "genre")
+    wanted = {k: features[k] for k in model.input}
+    logits = _predict(model, wanted)
+    outputs, _ = _client(tmp_path, export, wanted)
+    threshold = json.loads((model_dir / "metrics.json").read_text())["threshold"]
+    np.testing.assert_allclose(outputs["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-5)
+    np.testing.assert_array_equal(outputs["predicted"], outputs["probabilities"] >= threshold)
+    assert outputs["genre_names"][0].tolist()[:3] == ["Action", "Adventure", "Animation"]
+    np.testing.assert_allclose(outputs["threshold"], threshold)
+
+
+def test_saved_model_cli_lists_the_documented_signature(small_data, tmp_path):
+    model_dir = _train(small_data, tmp_path, "rating")
+    export = export_run(str(model_dir), str(tmp_path / "serving"), version=7)
+    assert export.endswith(os.path.join("deepmix_rating", "7"))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--all", "--dir", export], capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    text = shown.stdout
+    assert "signature_def['serving_default']" in text
+    signature = json.loads(open(os.path.join(export, "assets.extra",
+                                             "deepmix_signature.json")).read())
+    documented = {name: dtype for name, dtype, _, _ in signature["inputs"]}
+    assert set(documented) == {"user_id", "gender", "age", "occupation", "zip_code",
+                               "movie_id", "year", "certificate", "genres"}
+    block = text[text.index("signature_def['serving_default']"):]
+    for name, dtype in documented.items():
+        assert f"inputs['{name}'] tensor_info:\n        dtype: DT_{dtype.upper()}" in block, name
+    assert "outputs['rating'] tensor_info:\n        dtype: DT_FLOAT" in block
+
+
+def test_warmup_requests_are_real_prediction_logs(small_data, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model_dir = _train(small_data, tmp_path, "rating")
+    export = export_run(str(model_dir), str(tmp_path / "serving"))
+    path = os.path.join(export, "assets.extra", "tf_serving_warmup_requests")
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    assert len(records) == 2
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default"
+        assert set(request.inputs) == {"user_id", "gender", "age", "occupation", "zip_code",
+                                       "movie_id", "year", "certificate", "genres"}
+
+
+def test_an_existing_version_is_never_overwritten(small_data, tmp_path):
+    model_dir = _train(small_data, tmp_path, "rating")
+    export_run(str(model_dir), str(tmp_path / "serving"), version=3)
+    with pytest.raises(FileExistsError):
+        export_run(str(model_dir), str(tmp_path / "serving"), version=3)
+    assert export_run(str(model_dir), str(tmp_path / "serving")).endswith("4")
+    assert sorted(os.listdir(tmp_path / "serving" / "deepmix_rating")) == ["3", "4"]
