@@ -95,13 +95,16 @@ class CrossNetMix(keras.layers.Layer):
     def call(self, inputs):
         x0 = x = inputs
         for l, w in enumerate(self.layer_weights):
-            h = self.activation(ops.einsum("bd,kdr->bkr", x, w["V"]))
-            h = self.activation(ops.einsum("bkr,krs->bks", h, w["C"]))
-            h = ops.einsum("bks,ksd->bkd", h, w["U"])
+            # Expert-major batched matmuls: (1, b, d) @ (K, d, r) -> (K, b, r) -> ... (K, b, d).
+            h = self.activation(ops.matmul(ops.expand_dims(x, 0), w["V"]))
+            h = self.activation(ops.matmul(h, w["C"]))
+            h = ops.matmul(h, w["U"])
+            # The gates sum to 1, so sum_i G_i x0 * (h_i + b) = x0 * (sum_i G_i h_i + b).
+            gates = ops.transpose(self.gate_weights(x, l))  # (K, b)
+            mixed = ops.sum(ops.expand_dims(gates, -1) * h, axis=0)
             if self.use_bias:
-                h = h + w["b"]
-            experts = ops.expand_dims(x0, 1) * h  # (batch, K, d)
-            x = ops.einsum("bk,bkd->bd", self.gate_weights(x, l), experts) + x
+                mixed = mixed + w["b"]
+            x = x0 * mixed + x
         return x
 
     def compute_output_shape(self, input_shape):
