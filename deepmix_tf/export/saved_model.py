@@ -137,14 +137,13 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
     Returns:
         The version folder written.
     """
-    import keras
-
     from deepmix_tf.data import tfrecords
+    from deepmix_tf.models import load_model
 
     with open(os.path.join(model_dir, "metrics.json")) as f:
         run = json.load(f)
     task = run["task"]
-    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    model = load_model(os.path.join(model_dir, "model.keras"))
     warmup = None
     dataset_dir = run.get("dataset", {}).get("dir")
     if warmup_examples and dataset_dir and os.path.isdir(dataset_dir):

@@ -74,4 +74,11 @@ def build_model(config, task_meta, tables=None):
     return preprocessor, network, full
 
 
-__all__ = ["MODELS", "Config", "build_model", "feature_names", "load_tables"]
+def load_model(path):
+    """Loads a `model.keras` written by training: registers our layers, then Keras loads it."""
+    from deepmix_tf.models import networks  # noqa: F401  (registers every custom layer)
+
+    return keras.saving.load_model(path)
+
+
+__all__ = ["MODELS", "Config", "build_model", "feature_names", "load_model", "load_tables"]

@@ -72,7 +72,9 @@ class SentenceEncoder:
             sequence_length=sequence_length, start_value=self.tokenizer.cls_token_id,
             end_value=self.tokenizer.sep_token_id,
             pad_value=self.tokenizer.pad_token_id, return_padding_mask=True)
-        self._encode = tf.function(self._sequence, reduce_retracing=True)
+        # One trace for every batch and length: retracing per shape cost more than encoding.
+        self._encode = tf.function(self._sequence, input_signature=[
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.bool)])
         # Called eagerly, KerasHub tokenizers return Python lists; in a graph, ragged tensors.
         self._word_pieces = tf.function(self.tokenizer)
 

@@ -1,0 +1,94 @@
+"""Tables of results from the `metrics.json` files of training runs."""
+
+import glob
+import json
+import os
+
+import numpy as np
+
+METRICS = {"rating": ("mae", "rmse"), "genre": ("micro_f1", "macro_f1")}
+
+# Numbers not measured by this project, shown as labelled reference rows.
+REFERENCES = [
+    ("reference: paper (DeepMix)", "rating", {"mae": 0.912}),
+    ("reference: paper (DeepMix)", "genre", {"micro_f1": 0.350, "macro_f1": 0.311}),
+    ("reference: user + movie bias", "rating", {"mae": 0.730}),
+    ("reference: tuned matrix factorisation", "rating", {"mae": 0.712}),
+    ("reference: constant {Drama, Comedy}", "genre", {"micro_f1": 0.393, "macro_f1": 0.059}),
+    ("reference: logistic regression, text + graph SVD", "genre",
+     {"micro_f1": 0.740, "macro_f1": 0.648}),
+]
+
+
+def load_runs(patterns):
+    """Every `metrics.json` under the given folders or glob patterns."""
+    runs = []
+    for pattern in patterns:
+        paths = sorted(glob.glob(os.path.join(pattern, "**", "metrics.json"), recursive=True)
+                       + glob.glob(pattern if pattern.endswith(".json") else ""))
+        for path in paths:
+            with open(path) as f:
+                run = json.load(f)
+            run["path"] = path
+            runs.append(run)
+    return runs
+
+
+def _label(run):
+    tables = run.get("config", {}).get("dense_tables") or []
+    return run["model"] + (" + node embeddings" if "node" in tables else "")
+
+
+def summarize(runs):
+    """{(task, label, protocol): {"seeds": n, "<metric>_mean": x, "<metric>_std": x,
+    "examples_per_s": x}} over runs grouped by task, model (+ node embeddings), protocol."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["task"], _label(run), run["protocol"]), []).append(run)
+    out = {}
+    for key, members in sorted(groups.items()):
+        row = {"seeds": len({r["seed"] for r in members})}
+        for metric in METRICS[key[0]]:
+            values = np.array([r["test"][metric] for r in members])
+            row[f"test_{metric}_mean"] = float(values.mean())
+            row[f"test_{metric}_std"] = float(values.std())
+        row["examples_per_s"] = float(np.mean([r["examples_per_s"] for r in members]))
+        out[key] = row
+    return out
+
+
+def markdown(summary):
+    lines = []
+    for task, metrics in METRICS.items():
+        lines += [f"### {task}", "",
+                  "| model | protocol | seeds | " + " | ".join(f"test {m}" for m in metrics)
+                  + " | examples/s |", "|" + " --- |" * (len(metrics) + 4)]
+        for (t, label, protocol), row in summary.items():
+            if t != task:
+                continue
+            cells = [f"{row[f'test_{m}_mean']:.4f} ± {row[f'test_{m}_std']:.4f}"
+                     for m in metrics]
+            lines.append(f"| {label} | {protocol} | {row['seeds']} | " + " | ".join(cells)
+                         + f" | {row['examples_per_s']:,.0f} |")
+        for label, t, values in REFERENCES:
+            if t == task:
+                cells = [f"{values[m]:.3f}" if m in values else "" for m in metrics]
+                lines.append(f"| {label} | rel-movielens1m | | " + " | ".join(cells) + " | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary_json(summary, speed=None):
+    """The `results/summary.json` shape: per task and model, test means and seed counts."""
+    out = {"rating": {}, "genre": {}, "speed": speed or {}}
+    for (task, label, protocol), row in summary.items():
+        if protocol != "rel-movielens1m":
+            continue
+        entry = {"seeds": row["seeds"]}
+        if task == "rating":
+            entry.update(test_mae_mean=row["test_mae_mean"], test_mae_std=row["test_mae_std"])
+        else:
+            entry.update(test_micro_f1_mean=row["test_micro_f1_mean"],
+                         test_macro_f1_mean=row["test_macro_f1_mean"])
+        out[task][label] = entry
+    return out

@@ -1,0 +1,38 @@
+"""Result tables from metrics.json files."""
+
+import json
+
+import pytest
+
+from deepmix_tf.training import report
+
+
+def _run(root, name, task, model, seed, test, tables=("movie_graph",)):
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({
+        "task": task, "model": model, "protocol": "rel-movielens1m", "seed": seed,
+        "examples_per_s": 1000.0 * seed, "test": test, "val": test,
+        "config": {"dense_tables": list(tables)}}))
+
+
+def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
+    _run(tmp_path, "a", "rating", "deepmix", 1, {"mae": 0.70, "rmse": 0.9})
+    _run(tmp_path, "b", "rating", "deepmix", 2, {"mae": 0.68, "rmse": 0.9})
+    _run(tmp_path, "c", "genre", "deepmix", 1, {"micro_f1": 0.7, "macro_f1": 0.5})
+    _run(tmp_path, "d", "genre", "deepmix", 1, {"micro_f1": 0.6, "macro_f1": 0.4},
+         tables=("movie_graph", "node"))
+    summary = report.summarize(report.load_runs([str(tmp_path)]))
+    row = summary[("rating", "deepmix", "rel-movielens1m")]
+    assert row["seeds"] == 2
+    assert row["test_mae_mean"] == pytest.approx(0.69)
+    assert row["test_mae_std"] == pytest.approx(0.01)
+    assert row["examples_per_s"] == pytest.approx(1500.0)
+    out = report.summary_json(summary, {"ratio": 2.0})
+    assert out["rating"]["deepmix"] == {"seeds": 2, "test_mae_mean": pytest.approx(0.69),
+                                        "test_mae_std": pytest.approx(0.01)}
+    assert out["genre"]["deepmix + node embeddings"]["test_micro_f1_mean"] == 0.6
+    assert out["speed"] == {"ratio": 2.0}
+    text = report.markdown(summary)
+    assert "| deepmix | rel-movielens1m | 2 | 0.6900 ± 0.0100 |" in text
+    assert "reference: paper (DeepMix)" in text
