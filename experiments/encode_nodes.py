@@ -18,6 +18,7 @@ flags.DEFINE_string("preset", None, "Local encoder folder (default: installed al
 flags.DEFINE_integer("epochs", None, "Contrastive training epochs of the decoder.")
 flags.DEFINE_integer("node_dim", None, "Node embedding size.")
 flags.DEFINE_integer("seed", None, "Random seed.")
+flags.DEFINE_list("targets", None, "Contrastive targets of the node vector: graph, text.")
 flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 
 
@@ -29,6 +30,8 @@ def main(argv):
 
     overrides = {k: getattr(FLAGS, k) for k in ("epochs", "node_dim", "seed")
                  if getattr(FLAGS, k) is not None}
+    if FLAGS.targets:
+        overrides["targets"] = tuple(FLAGS.targets)
     dataset_dir = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.tfrecord_dir)
     encode_nodes(FLAGS.data_dir, dataset_dir, FLAGS.output_dir or f"artifacts/nodes/{FLAGS.task}",
                  task=FLAGS.task, preset=FLAGS.preset, config=NodeConfig(**overrides),

@@ -1,6 +1,7 @@
 """Result tables from metrics.json files."""
 
 import json
+import os
 
 import pytest
 
@@ -14,11 +15,14 @@ def _run(root, name, task, model, seed, test, tables=("movie_graph",)):
         "task": task, "model": model, "protocol": "rel-movielens1m", "seed": seed,
         "examples_per_s": 1000.0 * seed, "test": test, "val": test,
         "config": {"dense_tables": list(tables)}}))
+    stamp = 1_700_000_000 + len(list(root.iterdir()))  # later runs are newer
+    os.utime(path / "metrics.json", (stamp, stamp))
 
 
 def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     _run(tmp_path, "a", "rating", "deepmix", 1, {"mae": 0.70, "rmse": 0.9})
     _run(tmp_path, "b", "rating", "deepmix", 2, {"mae": 0.68, "rmse": 0.9})
+    _run(tmp_path, "b-again", "rating", "deepmix", 2, {"mae": 0.68, "rmse": 0.8})
     _run(tmp_path, "c", "genre", "deepmix", 1, {"micro_f1": 0.7, "macro_f1": 0.5})
     _run(tmp_path, "d", "genre", "deepmix", 1, {"micro_f1": 0.6, "macro_f1": 0.4},
          tables=("movie_graph", "node"))
@@ -28,6 +32,7 @@ def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     assert row["test_mae_mean"] == pytest.approx(0.69)
     assert row["test_mae_std"] == pytest.approx(0.01)
     assert row["examples_per_s"] == pytest.approx(1500.0)
+    assert row["test_rmse_mean"] == pytest.approx(0.85)  # the newer run of seed 2 counts
     out = report.summary_json(summary, {"ratio": 2.0})
     assert out["rating"]["deepmix"] == {"seeds": 2, "test_mae_mean": pytest.approx(0.69),
                                         "test_mae_std": pytest.approx(0.01)}

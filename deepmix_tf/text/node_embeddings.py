@@ -1,11 +1,13 @@
 """Movie node embeddings: frozen pretrained encoder -> NodeEncoder trained self-supervised
 against the rating graph -> `node_embeddings.npy`.
 
-Why self-supervised: the decoder's queries are trained to make a movie's text vector pick out
-that movie's rating-graph vector among the others of a batch (symmetric InfoNCE, as in CLIP).
-No task label is used, so one embedding file serves both tasks and can never leak the genre
-labels of validation or test movies; and the text is pulled towards what the rating graph
-knows about a movie (audience, taste), which is what both tasks predict.
+Why self-supervised: the decoder's queries are trained so that a movie's node vector picks
+out that movie's own targets among the other movies of a batch (symmetric InfoNCE, as in
+CLIP). The targets (`NodeConfig.targets`) are its rating-graph vector ("graph": what the
+audience did) and its frozen sentence embedding ("text": what the text says, so the node
+vector keeps the text's content instead of only re-deriving the graph, which the model
+already has). No task label is used, so one procedure serves both tasks and can never leak
+the genre labels of validation or test movies.
 """
 
 import dataclasses
@@ -39,6 +41,7 @@ class NodeConfig:
     learning_rate: float = 1e-3
     sequence_length: int = 256
     seed: int = 42
+    targets: tuple = ("graph", "text")
 
 
 def encode_sequences(encoder, texts, batch_size=64, progress=None):
@@ -82,13 +85,14 @@ def _batches(sequences, batch_size, rng):
     return [b for b in batches if len(b) > 1]
 
 
-def train_node_encoder(sequences, graph, config, log=print):
-    """Trains a `NodeEncoder` so that each text's node vector finds its own movie's graph
-    vector in a batch (symmetric InfoNCE).
+def train_node_encoder(sequences, targets, config, log=print):
+    """Trains a `NodeEncoder` so that each movie's node vector finds its own row of every
+    target among the movies of a batch (symmetric InfoNCE, one small tower per target).
 
     Args:
         sequences: list of float (length_i, d) encoder outputs, one per movie.
-        graph: float32 (n, g) standardized rating-graph features, same movie order.
+        targets: dict name -> float32 (n, k) array, rows in the same movie order (e.g.
+            "graph": standardized rating-graph features, "text": sentence embeddings).
         config: `NodeConfig`.
         log: callable taking a str.
 
@@ -102,21 +106,27 @@ def train_node_encoder(sequences, graph, config, log=print):
     rng = np.random.default_rng(config.seed)
     node_encoder = NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
                                config.intermediate_dim, config.node_dim, config.dropout)
-    graph_tower = keras.Sequential([keras.layers.Dense(256, activation="relu"),
-                                    keras.layers.Dense(config.node_dim)], name="graph_tower")
+    names = sorted(targets)
+    towers = {name: keras.Sequential([keras.layers.Dense(256, activation="relu"),
+                                      keras.layers.Dense(config.node_dim)], name=f"{name}_tower")
+              for name in names}
     optimizer = keras.optimizers.Adam(config.learning_rate)
 
+    def info_nce(a, b):
+        logits = tf.matmul(a, b, transpose_b=True) / config.temperature
+        labels = tf.range(tf.shape(logits)[0])
+        return 0.5 * (tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, logits)) + tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, tf.transpose(logits))))
+
     @tf.function(reduce_retracing=True)
-    def step(sequence, mask, graph_rows):
+    def step(sequence, mask, rows):
         with tf.GradientTape() as tape:
-            text = tf.math.l2_normalize(node_encoder(sequence, mask, training=True), -1)
-            rows = tf.math.l2_normalize(graph_tower(graph_rows, training=True), -1)
-            logits = tf.matmul(text, rows, transpose_b=True) / config.temperature
-            labels = tf.range(tf.shape(logits)[0])
-            loss = 0.5 * (tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels, logits)) + tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(logits))))
-        weights = node_encoder.trainable_weights + graph_tower.trainable_weights
+            node = tf.math.l2_normalize(node_encoder(sequence, mask, training=True), -1)
+            loss = tf.add_n([info_nce(node, tf.math.l2_normalize(
+                towers[name](rows[name], training=True), -1)) for name in names])
+        weights = node_encoder.trainable_weights + [
+            w for name in names for w in towers[name].trainable_weights]
         optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return loss
 
@@ -125,10 +135,11 @@ def train_node_encoder(sequences, graph, config, log=print):
         epoch_losses = []
         for index in _batches(sequences, config.batch_size, rng):
             sequence, mask = _pad([sequences[i] for i in index])
-            epoch_losses.append(float(step(sequence, mask, graph[index])))
+            rows = {name: targets[name][index] for name in names}
+            epoch_losses.append(float(step(sequence, mask, rows)))
         losses.append(float(np.mean(epoch_losses)))
         log(f"node encoder epoch {epoch + 1}/{config.epochs}: contrastive loss "
-            f"{losses[-1]:.4f}")
+            f"{losses[-1]:.4f} ({' + '.join(names)})")
     return node_encoder, losses
 
 

@@ -69,10 +69,15 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     encoder = SentenceEncoder(preset, sequence_length=config.sequence_length)
     bar = _progress_bar(len(texts), "encoding movie texts") if progress else None
     start = time.perf_counter()
-    sequences, _ = nodes.encode_sequences(encoder, texts, progress=bar)
+    sequences, sentences = nodes.encode_sequences(encoder, texts, progress=bar)
     encode_seconds = time.perf_counter() - start
     log(f"encoded {len(texts)} movie texts in {encode_seconds:.1f} s")
-    node_encoder, losses = nodes.train_node_encoder(sequences, graph, config, log=log)
+    available = {"graph": graph, "text": sentences}
+    unknown = set(config.targets) - set(available)
+    if unknown:
+        raise ValueError(f"unknown node targets {sorted(unknown)}; known: {sorted(available)}")
+    node_encoder, losses = nodes.train_node_encoder(
+        sequences, {name: available[name] for name in config.targets}, config, log=log)
     embeddings = nodes.node_vectors(node_encoder, sequences)
     metadata = {
         "task": task,
@@ -83,8 +88,9 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
         "movies": len(movie_ids),
         "node_dim": config.node_dim,
         "config": dataclasses.asdict(config),
-        "training": {"objective": "symmetric InfoNCE, text node vector vs rating-graph "
-                                  f"vector of the task's build ({dataset_dir})",
+        "training": {"objective": "symmetric InfoNCE of the node vector against each "
+                                  f"target: {list(config.targets)} (graph: movie_graph of "
+                                  f"{dataset_dir}; text: frozen sentence embedding)",
                      "epoch_losses": [round(x, 5) for x in losses]},
         "encode_seconds": round(encode_seconds, 1),
         "inputs_sha256": digest,

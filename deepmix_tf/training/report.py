@@ -47,7 +47,12 @@ def summarize(runs):
         groups.setdefault((run["task"], _label(run), run["protocol"]), []).append(run)
     out = {}
     for key, members in sorted(groups.items()):
-        row = {"seeds": len({r["seed"] for r in members})}
+        # One run per seed: a rerun with the same seed replaces the older one.
+        by_seed = {}
+        for run in sorted(members, key=lambda r: os.path.getmtime(r["path"])):
+            by_seed[run["seed"]] = run
+        members = list(by_seed.values())
+        row = {"seeds": len(members)}
         for metric in METRICS[key[0]]:
             values = np.array([r["test"][metric] for r in members])
             row[f"test_{metric}_mean"] = float(values.mean())
