@@ -22,17 +22,16 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 _DTYPES = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
 
 
-def input_specs(model):
+def input_specs(model, task):
     """Named (batch,) TensorSpecs of the model's raw inputs, in schema order."""
     names = set(model.input)
-    task = "genre" if "genres" not in names and "user_id" not in names else "rating"
     return [tf.TensorSpec([None], _DTYPES[f.dtype], name=f.name)
             for f in schema.features(task) if f.name in names]
 
 
 def signature_table(task, model):
     """The serving signature as rows (name, dtype, shape, meaning), for docs and tests."""
-    rows = [(s.name, s.dtype.name, "(batch,)", f.doc) for s in input_specs(model)
+    rows = [(s.name, s.dtype.name, "(batch,)", f.doc) for s in input_specs(model, task)
             for f in schema.features(task) if f.name == s.name]
     if task == "rating":
         outputs = [("rating", "float32", "(batch,)", "predicted rating, clipped to [1, 5]")]
@@ -72,7 +71,7 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
     final = os.path.join(base, str(int(version)))
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; pass another version")
-    specs = input_specs(model)
+    specs = input_specs(model, task)
     names = [s.name for s in specs]
 
     def serve(*tensors):

@@ -7,7 +7,8 @@ import keras
 import keras_rs
 
 from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, ResidualBlock
-from deepmix_tf.models.stacking import RatingHead, embed, head, mlp, model_inputs, stack
+from deepmix_tf.models.stacking import (RatingHead, embed, head, l2_regularizer, mlp,
+                                        model_inputs, stack)
 
 
 def deepmix(inputs, x0, config):
@@ -22,10 +23,10 @@ def deepmix(inputs, x0, config):
         x = ResidualBlock(width_multiplier=config.residual_width, depth=config.residual_depth,
                           normalization=config.normalization, dropout=config.dropout,
                           activation=config.activation,
-                          kernel_regularizer=_l2(config), name=f"residual_block_{i}")(x)
+                          kernel_regularizer=l2_regularizer(config), name=f"residual_block_{i}")(x)
     cross = CrossNetMix(num_layers=config.cross_layers, num_experts=config.num_experts,
                         low_rank=config.low_rank, activation=config.cross_activation,
-                        kernel_regularizer=_l2(config), name="cross_net_mix")
+                        kernel_regularizer=l2_regularizer(config), name="cross_net_mix")
     if config.combine == "stacked":
         x = cross(x)
     else:
@@ -47,13 +48,9 @@ def dcn_v2(inputs, x0, config):
     x = x0
     for i in range(config.cross_layers):
         x = keras_rs.layers.FeatureCross(projection_dim=config.low_rank,
-                                         kernel_regularizer=_l2(config),
+                                         kernel_regularizer=l2_regularizer(config),
                                          name=f"feature_cross_{i}")(x0, x)
     return mlp(x, config.head_units, config, "deep")
-
-
-def _l2(config):
-    return keras.regularizers.L2(config.l2) if config.l2 else None
 
 
 NETWORKS = {"deepmix": deepmix, "deep_crossing": deep_crossing, "dcn_v2": dcn_v2}
@@ -108,7 +105,7 @@ def _biases(inputs, vocabularies, config, rating_mean):
                            name="biases")
     biases = [keras.layers.Embedding(len(vocabularies[name]) + 1, 1,
                                      embeddings_initializer="zeros",
-                                     embeddings_regularizer=_l2(config),
+                                     embeddings_regularizer=l2_regularizer(config),
                                      name=f"{name}_bias")(inputs[name])
               for name in ("user_id", "movie_id")]
     total = keras.layers.Add(name="bias_sum")(biases)

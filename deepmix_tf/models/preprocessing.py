@@ -111,7 +111,3 @@ def build_preprocessor(task, feature_names, vocabularies, movie_ids=None):
         outputs[MOVIE_ROW] = keras.ops.cast(lookup(inputs["movie_id"]), "int32")
     return keras.Model(inputs, outputs, name="preprocessor")
 
-
-def vocabulary_size(feature, vocabularies):
-    """Rows of a categorical feature's embedding table: the vocabulary plus the OOV bucket."""
-    return len(vocabularies[feature]) + 1

@@ -81,7 +81,7 @@ def embed(inputs, task, vocabularies, config, table=None):
         one for the multi-hot genres; dense: (batch, d) tensor of numeric features and dense
         table rows, or None).
     """
-    regularizer = keras.regularizers.L2(config.l2) if config.l2 else None
+    regularizer = l2_regularizer(config)
     embeddings, dense = [], []
     for f in schema.features(task):
         if f.name not in inputs:
@@ -117,13 +117,14 @@ def stack(embeddings, dense):
 def mlp(x, units, config, name):
     for i, width in enumerate(units):
         x = keras.layers.Dense(width, activation=config.activation,
-                               kernel_regularizer=_l2(config), name=f"{name}_{i}")(x)
+                               kernel_regularizer=l2_regularizer(config), name=f"{name}_{i}")(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout_{i}")(x)
     return x
 
 
-def _l2(config):
+def l2_regularizer(config):
+    """The configured L2 penalty, or None when `config.l2` is 0."""
     return keras.regularizers.L2(config.l2) if config.l2 else None
 
 

@@ -53,17 +53,12 @@ def encode_sequences(encoder, texts, batch_size=64, progress=None):
     """
     from deepmix_tf.text.sentence_encoder import mean_pool
 
-    sequences, sentences = [None] * len(texts), np.zeros((len(texts), encoder.hidden_dim),
-                                                         np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        index = order[start:start + batch_size]
-        output, mask = encoder.encode([texts[i] for i in index])
+    sequences = [None] * len(texts)
+    sentences = np.zeros((len(texts), encoder.hidden_dim), np.float32)
+    for index, output, mask in encoder.encode_by_length(texts, batch_size, progress):
         sentences[index] = mean_pool(output, mask)
         for row, i in enumerate(index):
             sequences[i] = output[row, :mask[row].sum()].astype(np.float16)
-        if progress:
-            progress(min(start + batch_size, len(texts)), len(texts))
     return sequences, sentences
 
 

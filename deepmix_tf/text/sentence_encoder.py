@@ -100,11 +100,22 @@ class SentenceEncoder:
         ids, mask = self.tokenize(texts)
         return np.asarray(self._encode(ids, mask)), mask
 
+    def encode_by_length(self, texts, batch_size=64, progress=None):
+        """Encodes `texts` in batches of similar length (longest first, so little padding).
+
+        Yields:
+            (index: positions in `texts`, token outputs, padding mask) per batch.
+        """
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            index = order[start:start + batch_size]
+            yield (index, *self.encode([texts[i] for i in index]))
+            if progress:
+                progress(min(start + batch_size, len(texts)), len(texts))
+
     def embed(self, texts, batch_size=64, progress=None):
         """Sentence embeddings: mean of the token outputs over non-padding tokens, L2
         normalised. One row per text, in order.
-
-        Texts are batched by length (longest first) to pad as little as possible.
 
         Args:
             texts: sequence of str.
@@ -113,13 +124,8 @@ class SentenceEncoder:
         """
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), self.hidden_dim), np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            index = order[start:start + batch_size]
-            sequence, mask = self.encode([texts[i] for i in index])
+        for index, sequence, mask in self.encode_by_length(texts, batch_size, progress):
             out[index] = mean_pool(sequence, mask)
-            if progress:
-                progress(min(start + batch_size, len(texts)), len(texts))
         return out
 
 
