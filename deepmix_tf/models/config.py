@@ -34,7 +34,9 @@ class Config:
         bottom_units: DLRM's bottom MLP over dense features.
         l2: L2 penalty on embeddings and kernels.
         loss: rating loss, "mse", "mae" or "huber".
-        learning_rate, batch_size, epochs, patience, seed, jit_compile: training.
+        learning_rate, batch_size, epochs, patience, seed: training.
+        jit_compile: XLA-compile the training step. Off by default: on the 2-core CPUs we
+            measured, XLA made our steps slower (see BUILD.md).
     """
 
     task: str = "rating"
