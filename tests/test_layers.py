@@ -1,7 +1,6 @@
 """CrossNetMix, ResidualBlock and DeepCrossingResidualUnit: shapes, maths, gradients,
 serialisation, and parity with TensorFlow Recommenders' DCN cross layer."""
 
-import json
 import os
 import subprocess
 import sys

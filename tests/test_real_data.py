@@ -1,6 +1,5 @@
 """The real MovieLens-1M files in ../shared/data (CI has them; elsewhere these skip)."""
 
-import os
 
 import numpy as np
 import pytest

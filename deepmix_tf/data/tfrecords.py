@@ -17,14 +17,12 @@ leaves no partial folder; a build whose sources and options are unchanged is ski
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from deepmix_tf.data import graph, locate, movielens, schema, splits
+from deepmix_tf.files import staged_directory
 
 FORMAT_VERSION = 1
 PROTOCOLS = ("rel-movielens1m", "chronological", "random")
@@ -199,9 +197,7 @@ def build_tfrecords(data_dir, output_dir, protocol="rel-movielens1m", seed=42, n
                 return final
 
     rating, genre = load_protocol(data_dir, protocol, seed)
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=output_dir, prefix=f".{protocol}.tmp-")
-    try:
+    with staged_directory(final) as tmp:
         tasks = {}
         movie_ids = rating.movies["movie_id"].to_numpy()
         graph_sources = {
@@ -243,24 +239,8 @@ def build_tfrecords(data_dir, output_dir, protocol="rel-movielens1m", seed=42, n
                     "tasks": tasks}
         with open(os.path.join(tmp, METADATA), "w") as f:
             json.dump(metadata, f, indent=1)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {final}")
     return final
-
-
-def _replace_dir(new, final):
-    """Renames `new` to `final`, replacing an older `final` only once `new` is complete."""
-    if os.path.exists(final):
-        old = final + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, final)
 
 
 # ------------------------------------------------------------------------------- reading

@@ -8,14 +8,13 @@ dense-table row) is inside the graph, so a client sends exactly the raw values o
 
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from deepmix_tf.data import schema
 from deepmix_tf.data.movielens import GENRES
+from deepmix_tf.files import staged_directory
 
 SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -69,8 +68,6 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         versions = [int(v) for v in os.listdir(base) if v.isdigit()]
         version = max(versions, default=0) + 1
     final = os.path.join(base, str(int(version)))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists; pass another version")
     specs = input_specs(model, task)
     names = [s.name for s in specs]
 
@@ -91,8 +88,7 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serve, input_signature=specs)
-    staging = tempfile.mkdtemp(prefix=f".{version}.", dir=base)
-    try:
+    with staged_directory(final, replace=False) as staging:
         archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
@@ -103,10 +99,6 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
             json.dump({"task": task, "signature": SIGNATURE, "inputs": inputs,
                        "outputs": outputs, "threshold": threshold}, f, indent=1)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 

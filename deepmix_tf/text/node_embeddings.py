@@ -14,11 +14,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from deepmix_tf.files import staged_directory
 from deepmix_tf.text.node_encoder import NodeEncoder
 
 EMBEDDINGS, IDS, METADATA = "node_embeddings.npy", "node_embeddings.ids.npy", \
@@ -172,23 +171,9 @@ def write_node_embeddings(output_dir, movie_ids, embeddings, metadata):
     an interrupted run never leaves a half-written set."""
     if not np.isfinite(embeddings).all():
         raise ValueError("node embeddings hold NaN or infinite values; not written")
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".node_embeddings.", dir=parent)
-    try:
+    with staged_directory(output_dir) as staging:
         np.save(os.path.join(staging, EMBEDDINGS), embeddings.astype(np.float32))
         np.save(os.path.join(staging, IDS), np.asarray(movie_ids, np.int64))
         with open(os.path.join(staging, METADATA), "w") as f:
             json.dump(metadata, f, indent=1)
-        if os.path.isdir(output_dir):
-            old = output_dir.rstrip("/") + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output_dir, old)
-            os.replace(staging, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return os.path.join(output_dir, EMBEDDINGS)

@@ -60,7 +60,8 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     for i, r in enumerate(rows):
         if r >= 0:
             graph[i] = table[r]
-    digest = nodes.inputs_hash(texts, graph, _preset_files(preset), config)
+    preset_md5 = _preset_files(preset)  # hashes ~90 MB of weights: once
+    digest = nodes.inputs_hash(texts, graph, preset_md5, config)
     existing = nodes.read_metadata(output_dir)
     if not force and existing and existing.get("inputs_sha256") == digest:
         log(f"{output_dir} is up to date (same texts, graph, encoder and settings); reused")
@@ -81,7 +82,7 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     embeddings = nodes.node_vectors(node_encoder, sequences)
     metadata = {
         "task": task,
-        "encoder": {"preset": preset, "files_md5": _preset_files(preset),
+        "encoder": {"preset": preset, "files_md5": preset_md5,
                     "sequence_length": config.sequence_length},
         "text_fields": list(fields),
         "example_text": texts[0],

@@ -9,13 +9,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 
 from deepmix_tf.data import locate, tfrecords
+from deepmix_tf.files import write_json
 from deepmix_tf.models import build_model, load_tables
 from deepmix_tf.models.config import Config
 from deepmix_tf.training import metrics as metrics_lib
@@ -93,14 +93,6 @@ def evaluate(network, task, datasets, threshold=None):
     for name, (y, _) in outputs.items():
         results[name] = metrics_lib.f1_scores(y, probabilities[name], threshold)
     return results, threshold
-
-
-def _write_json(path, value):
-    """Writes JSON through a temporary file and a rename, so a reader never sees half a file."""
-    directory = os.path.dirname(path)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(value, f, indent=1)
-    os.replace(f.name, path)
 
 
 def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
@@ -181,7 +173,7 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
     if threshold is not None:
         output["threshold"] = threshold
         output["genres"] = list(meta["genres"])
-    _write_json(os.path.join(model_dir, "metrics.json"), output)
+    write_json(os.path.join(model_dir, "metrics.json"), output)
     log(json.dumps({k: output[k] for k in ("task", "model", "val", "test", "examples_per_s",
                                            "wall_time_s")}))
     return output
