@@ -1,0 +1,1 @@
+"""Benchmarks against other libraries; their requirements are in benchmarks/requirements.txt."""
