@@ -3,6 +3,7 @@
     python -m experiments.train --task=rating
     python -m experiments.train --task=genre --model=dcn_v2 --epochs=100
     python -m experiments.train --config=my_config.json --model_dir=artifacts/models/x
+    TF_CONFIG='{...}' python -m experiments.train --strategy=multi_worker   # on every worker
 
 Flags given on the command line override `--config`, which overrides the task's defaults.
 """
@@ -14,6 +15,7 @@ from absl import app, flags
 
 from deepmix_tf.data import tfrecords
 from deepmix_tf.models.config import MODELS, Config
+from deepmix_tf.training.distribute import STRATEGIES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task.")
@@ -30,6 +32,12 @@ flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_string("node_embeddings", None, "node_embeddings.npy to feed as a dense movie "
                     "feature (from experiments.encode_nodes).")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                  "tf.distribute strategy: default (one device), mirrored (every local "
+                  "device), multi_worker (cluster from $TF_CONFIG; see BUILD.md), "
+                  "parameter_server (not supported by Keras 3: fails with the reason).")
+flags.DEFINE_string("export_dir", None, "Also export a TF Serving SavedModel to "
+                    "<export_dir>/deepmix_<task>/<version> after training (chief only).")
 flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 one line/epoch.")
 
 
@@ -54,12 +62,20 @@ def config_from_flags():
 
 def main(argv):
     del argv
+    from deepmix_tf.training import distribute
+
+    # First: a multi-worker strategy must exist before any other TensorFlow work.
+    strategy = distribute.make_strategy(FLAGS.strategy)
     from deepmix_tf.training import trainer
 
     config = config_from_flags()
     model_dir = FLAGS.model_dir or f"artifacts/models/{config.model}-{config.task}"
     trainer.train(config, data_dir=FLAGS.data_dir, tfrecord_dir=FLAGS.tfrecord_dir,
-                  model_dir=model_dir, verbose=FLAGS.verbose)
+                  model_dir=model_dir, verbose=FLAGS.verbose, strategy=strategy)
+    if FLAGS.export_dir and distribute.is_chief(strategy):
+        from deepmix_tf.export import export_run
+
+        print(f"exported {export_run(model_dir, FLAGS.export_dir)}")
 
 
 if __name__ == "__main__":

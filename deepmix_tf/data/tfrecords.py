@@ -165,6 +165,32 @@ def _fingerprint(sources, options):
     return digest.hexdigest(), md5s
 
 
+def _build_plan(data_dir, protocol, seed, num_shards, svd_dim):
+    data_dir = locate.resolve_data_dir(data_dir)
+    sources = source_files(data_dir, protocol)
+    options = {"format_version": FORMAT_VERSION, "protocol": protocol, "seed": seed,
+               "num_shards": num_shards, "svd_dim": svd_dim}
+    fingerprint, md5s = _fingerprint(sources, options)
+    return data_dir, sources, options, fingerprint, md5s
+
+
+def _built_with(final, fingerprint):
+    try:
+        with open(os.path.join(final, METADATA)) as f:
+            return json.load(f).get("fingerprint") == fingerprint
+    except FileNotFoundError:
+        return False
+
+
+def up_to_date_build(data_dir, output_dir, protocol="rel-movielens1m", seed=42, num_shards=4,
+                     svd_dim=32):
+    """The `<output_dir>/<protocol>` folder when `build_tfrecords` with these arguments would
+    not rebuild it, else None. Reads only: for processes that wait for another's build."""
+    fingerprint = _build_plan(data_dir, protocol, seed, num_shards, svd_dim)[3]
+    final = os.path.join(output_dir, protocol)
+    return final if _built_with(final, fingerprint) else None
+
+
 def build_tfrecords(data_dir, output_dir, protocol="rel-movielens1m", seed=42, num_shards=4,
                     svd_dim=32, force=False, log=print):
     """Builds the TFRecords of both tasks for one protocol, unless an identical build exists.
@@ -183,18 +209,12 @@ def build_tfrecords(data_dir, output_dir, protocol="rel-movielens1m", seed=42, n
     Returns:
         The path of the `<protocol>/` folder.
     """
-    data_dir = locate.resolve_data_dir(data_dir)
-    sources = source_files(data_dir, protocol)
-    options = {"format_version": FORMAT_VERSION, "protocol": protocol, "seed": seed,
-               "num_shards": num_shards, "svd_dim": svd_dim}
-    fingerprint, md5s = _fingerprint(sources, options)
+    data_dir, sources, options, fingerprint, md5s = _build_plan(data_dir, protocol, seed,
+                                                                num_shards, svd_dim)
     final = os.path.join(output_dir, protocol)
-    existing = os.path.join(final, METADATA)
-    if not force and os.path.isfile(existing):
-        with open(existing) as f:
-            if json.load(f).get("fingerprint") == fingerprint:
-                log(f"{final} is up to date (sources and options unchanged); not rebuilt")
-                return final
+    if not force and _built_with(final, fingerprint):
+        log(f"{final} is up to date (sources and options unchanged); not rebuilt")
+        return final
 
     rating, genre = load_protocol(data_dir, protocol, seed)
     with staged_directory(final) as tmp:

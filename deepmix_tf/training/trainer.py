@@ -1,23 +1,27 @@
 """One training run: TFRecords -> tf.data -> model -> fit -> evaluation -> files.
 
 Writes into `model_dir`: `config.json`, `model.keras` (raw features in, prediction out),
-`metrics.json`, TensorBoard logs in `logs/`, and `backup/` while training runs (so a killed
-run resumes where it stopped).
+`metrics.json`, `history.csv` (one row per epoch, across restarts), TensorBoard logs in
+`logs/`, and `backup/` while training runs (so a killed run resumes from its last finished
+epoch). Under a multi-worker strategy only the chief writes them.
 """
 
-import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import tempfile
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from deepmix_tf.data import locate, tfrecords
 from deepmix_tf.files import write_json
 from deepmix_tf.models import build_model, load_tables
 from deepmix_tf.models.config import Config
+from deepmix_tf.training import distribute
 from deepmix_tf.training import metrics as metrics_lib
 
 
@@ -34,18 +38,62 @@ def default_config(task, model="deepmix", **overrides):
     return config.replace(**overrides)
 
 
-def resolve_dataset(config, data_dir, tfrecord_dir, log=print):
+def resolve_dataset(config, data_dir, tfrecord_dir, log=print, build=True, timeout=1800):
     """The TFRecord folder of the run's protocol: built (or found up to date) from the data
-    root; an existing build is used as it is when no data root is present."""
+    root; an existing build is used as it is when no data root is present.
+
+    With `build=False` (workers other than the chief) it waits up to `timeout` seconds for
+    another process to finish an up-to-date build instead of writing one itself.
+    """
     existing = os.path.join(tfrecord_dir, config.protocol)
+    deadline = time.monotonic() + timeout
     try:
-        return tfrecords.build_tfrecords(data_dir, tfrecord_dir, protocol=config.protocol,
-                                         seed=42, log=log)
+        if build:
+            return tfrecords.build_tfrecords(data_dir, tfrecord_dir, protocol=config.protocol,
+                                             seed=42, log=log)
+        while not tfrecords.up_to_date_build(data_dir, tfrecord_dir, config.protocol, seed=42):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no up-to-date TFRecord build appeared in {existing} "
+                                   f"within {timeout} s (the chief builds it)")
+            time.sleep(1)
+        return existing
     except locate.DataNotFoundError:
         if os.path.isfile(os.path.join(existing, tfrecords.METADATA)):
             log(f"no source data found; using the existing build {existing}")
             return existing
         raise
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` for one process or a cluster: every worker restores from the
+    backup folder (which must be storage they all see) and the chief alone writes and
+    deletes it; the epoch the run resumed at is kept for metrics.json.
+
+    Other workers still save, to `scratch_dir`: under `MultiWorkerMirroredStrategy`
+    reading some variables is a collective operation every worker must take part in.
+    """
+
+    def __init__(self, backup_dir, chief=True, scratch_dir=None):
+        # Two generations: a process killed while writing leaves the previous one intact.
+        super().__init__(backup_dir, double_checkpoint=True)
+        self.chief = chief
+        self.scratch_dir = scratch_dir
+        self.resumed_at_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.resumed_at_epoch = int(self.model._initial_epoch or 0)
+
+    def _save_model(self):
+        if self.chief:
+            super()._save_model()
+        else:
+            self.model.save_weights(os.path.join(self.scratch_dir, "latest.weights.h5"),
+                                    overwrite=True)
+
+    def on_train_end(self, logs=None):
+        if self.chief:
+            super().on_train_end(logs)
 
 
 class _Throughput(keras.callbacks.Callback):
@@ -69,6 +117,28 @@ class _Throughput(keras.callbacks.Callback):
         # The first epoch includes tracing and compilation: leave it out when we can.
         seconds = self.seconds[1:] or self.seconds
         return self.examples_per_epoch / float(np.median(seconds)) if seconds else 0.0
+
+
+class _Validation(keras.callbacks.Callback):
+    """Validation metrics computed by this process on the whole validation split, put in
+    the epoch logs as `val_*` for the callbacks after it (early stopping, history, ...).
+
+    For multi-worker runs: there Keras 3 (3.15) misreports the metrics it aggregates over
+    workers, while every worker has the same weights, so each can compute the exact
+    metrics of the whole split alone and all stop at the same epoch.
+    """
+
+    def __init__(self, dataset, task, loss):
+        super().__init__()
+        self.dataset, self.task, self.loss = dataset, task, keras.losses.get(loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        y, p = _predict(self.model, self.dataset)
+        regularization = float(sum(np.asarray(x) for x in self.model.losses))
+        loss = float(np.mean(np.asarray(self.loss(y.reshape(p.shape), p))))
+        logs["val_loss"] = loss + regularization
+        if self.task == "rating":
+            logs.update({f"val_{k}": v for k, v in metrics_lib.rating_metrics(y, p).items()})
 
 
 def _predict(model, dataset):
@@ -95,30 +165,57 @@ def evaluate(network, task, datasets, threshold=None):
     return results, threshold
 
 
+def weights_digest(model):
+    """SHA-256 of a model's weights (values, shapes and order)."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype}{weight.shape}".encode())
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
 def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
           model_dir="artifacts/models/run", log=print, verbose="auto", strategy=None):
     """Trains, evaluates and saves one model.
 
     Args:
-        config: `Config`.
+        config: `Config`. `batch_size` is the global batch, split over the replicas.
         data_dir: data root (see `locate.resolve_data_dir`).
         tfrecord_dir: where the TFRecord builds live (built when missing or stale).
-        model_dir: where the run's files go.
+        model_dir: where the run's files go (written by the chief only).
         log: callable taking a str.
         verbose: Keras `fit` verbosity.
-        strategy: `tf.distribute.Strategy` or None (default strategy).
+        strategy: `tf.distribute.Strategy` or None (see `distribute.make_strategy`). Under a
+            multi-worker strategy every worker calls `train` with the same arguments.
 
     Returns:
-        The metrics dict also written to `metrics.json`.
+        The metrics dict (the chief also writes it to `metrics.json`).
     """
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(model_dir, exist_ok=True)
-    config.to_json(os.path.join(model_dir, "config.json"))
-    dataset_dir = resolve_dataset(config, data_dir, tfrecord_dir, log)
+    chief = distribute.is_chief(strategy)
+    if chief:
+        return _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, True,
+                      model_dir)
+    # Workers other than the chief write what they must (see `_Backup`) to a scratch
+    # folder that is removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="deepmix-worker-") as scratch:
+        return _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy,
+                      False, scratch)
+
+
+def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, chief,
+           out_dir):
+    workers = distribute.num_workers(strategy)
+    if chief:
+        os.makedirs(model_dir, exist_ok=True)
+        config.to_json(os.path.join(model_dir, "config.json"))
+    dataset_dir = resolve_dataset(config, data_dir, tfrecord_dir, log, build=chief)
     meta = tfrecords.read_metadata(dataset_dir)
     task_meta = meta["tasks"][config.task]
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    if strategy is None:
+        strategy = tf.distribute.get_strategy()
+    with strategy.scope():
         tables = load_tables(dataset_dir, config)
         preprocessor, network, full = build_model(config, task_meta, tables)
         loss = {"mse": "mse", "mae": "mae", "huber": keras.losses.Huber(delta=1.0)}
@@ -140,41 +237,93 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
         # Only the features the model uses: the records may hold more (timestamps, ...).
         return preprocessor({name: features[name] for name in preprocessor.input})
 
-    def dataset(split, shuffle=False):
-        return tfrecords.make_dataset(dataset_dir, config.task, split, config.batch_size,
+    def dataset(split, shuffle=False, batch_size=config.batch_size, input_context=None,
+                repeat=False):
+        return tfrecords.make_dataset(dataset_dir, config.task, split, batch_size,
                                       shuffle=shuffle, seed=config.seed, in_memory=True,
-                                      transform=preprocess)
+                                      transform=preprocess, input_context=input_context,
+                                      repeat=repeat)
 
-    train_ds, val_ds, test_ds = dataset("train", True), dataset("validation"), dataset("test")
-    throughput = _Throughput(task_meta["splits"]["train"]["examples"])
+    train_examples = task_meta["splits"]["train"]["examples"]
+    steps_per_epoch = None
+    if distribute.is_default(strategy):
+        train_ds, val_ds = dataset("train", True), dataset("validation")
+    else:
+        # Each worker reads its share of the training files, batches of the per-replica
+        # size. Workers' shares differ in size while synchronous steps must match, so with
+        # several workers the shares repeat and an epoch is a fixed number of steps.
+
+        def train_fn(context):
+            return dataset("train", True, context.get_per_replica_batch_size(config.batch_size),
+                           input_context=context, repeat=workers > 1)
+
+        def val_fn(context):
+            return dataset("validation",
+                           batch_size=context.get_per_replica_batch_size(config.batch_size))
+
+        train_ds = strategy.distribute_datasets_from_function(train_fn)
+        val_ds = strategy.distribute_datasets_from_function(val_fn)
+        if workers > 1:
+            steps_per_epoch = -(-train_examples // config.batch_size)
+            val_ds = None  # see `_Validation`
+    throughput = _Throughput(train_examples)
+    history_csv = os.path.join(model_dir, "history.csv")
+    backup = _Backup(os.path.join(model_dir, "backup"), chief=chief, scratch_dir=out_dir)
+    if chief and not os.path.isdir(backup.backup_dir) and os.path.exists(history_csv):
+        os.remove(history_csv)  # a new run, not a resumed one
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
+        *([_Validation(dataset("validation"), config.task, compiled_loss)] if val_ds is None
+          else []),
+        # The history row of an epoch is written before its backup: a kill between the two
+        # repeats that epoch's row rather than losing it.
+        *([keras.callbacks.CSVLogger(history_csv, append=True),
+           keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))] if chief else []),
+        backup,
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
                                       restore_best_weights=True),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         throughput,
     ]
+    if not distribute.is_default(strategy):
+        # Keras 3 tries to average a first batch over replicas before `fit`, which fails
+        # for dict features (keras-team/keras#20329). Our model is already built, so that
+        # step has nothing to do: without a strategy of its own the model skips it and
+        # takes the strategy of the scope `fit` runs in.
+        network._distribute_strategy = None
+        distribute.patch_keras_for_multi_worker()
     start = time.perf_counter()
-    history = network.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                          callbacks=callbacks, verbose=verbose)
+    with strategy.scope():
+        history = network.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                              steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                              verbose=verbose)
     wall = time.perf_counter() - start
-    results, threshold = evaluate(network, config.task, {"val": val_ds, "test": test_ds})
-
-    full.save(os.path.join(model_dir, "model.keras"))
     output = {
         "task": config.task, "model": config.model, "protocol": config.protocol,
-        "seed": config.seed, "epochs_run": len(history.history.get("loss", [])),
+        "seed": config.seed,
+        "epochs_run": backup.resumed_at_epoch + len(history.history.get("loss", [])),
+        "resumed_at_epoch": backup.resumed_at_epoch,
         "examples_per_s": round(throughput.examples_per_second(), 1),
         "wall_time_s": round(wall, 1),
+        "strategy": distribute.describe(strategy),
+        # Replicas of one synchronous run end with the same weights: this tells at a glance.
+        "weights_sha256": weights_digest(network),
+    }
+    # Every worker evaluates and saves (reading variables may be collective); only the
+    # chief's files are kept.
+    results, threshold = evaluate(network, config.task,
+                                  {"val": dataset("validation"), "test": dataset("test")})
+    full.save(os.path.join(out_dir, "model.keras"))
+    if not chief:
+        log(json.dumps({k: output[k] for k in ("strategy", "epochs_run", "weights_sha256")}))
+        return output
+    output.update({
         "val": results["val"], "test": results["test"],
         "dataset": {"dir": os.path.abspath(dataset_dir), "fingerprint": meta["fingerprint"]},
         "config": dataclasses.asdict(config),
-    }
+    })
     if threshold is not None:
         output["threshold"] = threshold
         output["genres"] = list(meta["genres"])
     write_json(os.path.join(model_dir, "metrics.json"), output)
     log(json.dumps({k: output[k] for k in ("task", "model", "val", "test", "examples_per_s",
-                                           "wall_time_s")}))
+                                           "wall_time_s", "strategy", "weights_sha256")}))
     return output
-
