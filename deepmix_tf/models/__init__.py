@@ -9,6 +9,10 @@ from deepmix_tf.data import schema, tfrecords
 from deepmix_tf.models.config import MODELS, Config
 from deepmix_tf.models.preprocessing import build_preprocessor
 from deepmix_tf.models.stacking import standardize
+# Imported here, not on first use: importing keras_rs draws from Python's `random` (a
+# default initializer argument), which made the first model built after a seed differ
+# from every later one in the same process.
+from deepmix_tf.models.networks import build_network
 
 
 def load_tables(dataset_dir, config):
@@ -59,8 +63,6 @@ def build_model(config, task_meta, tables=None):
     The network trains on preprocessed batches (XLA-compilable); the full model chains both
     and takes raw features: it is the one saved and exported.
     """
-    from deepmix_tf.models.networks import build_network
-
     vocabularies = task_meta["vocabularies"]
     movie_ids, table = tables if tables is not None else (None, None)
     preprocessor = build_preprocessor(config.task, feature_names(config), vocabularies,
@@ -75,10 +77,8 @@ def build_model(config, task_meta, tables=None):
 
 
 def load_model(path):
-    """Loads a `model.keras` written by training: registers our layers, then Keras loads it."""
-    from deepmix_tf.models import networks  # noqa: F401  (registers every custom layer)
-
-    return keras.saving.load_model(path)
+    """Loads a `model.keras` written by training."""
+    return keras.saving.load_model(path)  # our layers are registered by importing them
 
 
 __all__ = ["MODELS", "Config", "build_model", "feature_names", "load_model", "load_tables"]
