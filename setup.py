@@ -27,5 +27,5 @@ setuptools.setup(
         "pandas>=2.2",
         "absl-py>=2.1",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8"], "report": ["matplotlib>=3.8"]},
 )

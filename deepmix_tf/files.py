@@ -33,9 +33,28 @@ def staged_directory(final, replace=True):
         raise
 
 
+@contextlib.contextmanager
+def staged_file(path, mode="w"):
+    """Yields a file object beside `path`; it becomes `path` when the block ends without
+    error, else it is removed and `path` is left as it was."""
+    with tempfile.NamedTemporaryFile(mode, dir=os.path.dirname(os.path.abspath(path)),
+                                     delete=False, suffix=".tmp") as f:
+        try:
+            yield f
+        except BaseException:
+            f.close()
+            os.remove(f.name)
+            raise
+    os.replace(f.name, path)
+
+
 def write_json(path, value):
     """Writes JSON through a temporary file and a rename."""
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(path)),
-                                     delete=False, suffix=".tmp") as f:
+    with staged_file(path) as f:
         json.dump(value, f, indent=1)
-    os.replace(f.name, path)
+
+
+def write_text(path, text):
+    """Writes text through a temporary file and a rename."""
+    with staged_file(path) as f:
+        f.write(text)

@@ -1,4 +1,5 @@
-"""Collects the metrics.json of runs into results/README.md and results/summary.json.
+"""Collects the metrics.json of runs into results/README.md, results/summary.json and
+results/chart.png.
 
     python -m experiments.report --runs artifacts/models --output_dir results
 """
@@ -16,6 +17,7 @@ flags.DEFINE_string("speed", None, "JSON file of the training-speed benchmark, i
 
 def main(argv):
     del argv
+    from deepmix_tf.files import write_json, write_text
     from deepmix_tf.training import report
 
     runs = report.load_runs(FLAGS.runs)
@@ -30,10 +32,11 @@ def main(argv):
     text = ("# Results\n\nTest metrics, mean ± standard deviation over seeds, from "
             f"{len(runs)} runs (`python -m experiments.report`). Rows labelled reference "
             "were not measured by this project.\n\n" + report.markdown(summary))
-    with open(os.path.join(FLAGS.output_dir, "README.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(FLAGS.output_dir, "summary.json"), "w") as f:
-        json.dump(report.summary_json(summary, speed), f, indent=1)
+    text += "\n![test metrics](chart.png)\n"
+    report.chart(summary, os.path.join(FLAGS.output_dir, "chart.png"))
+    write_text(os.path.join(FLAGS.output_dir, "README.md"), text)
+    write_json(os.path.join(FLAGS.output_dir, "summary.json"),
+               report.summary_json(summary, speed))
     print(text)
 
 

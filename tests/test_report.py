@@ -41,3 +41,27 @@ def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     text = report.markdown(summary)
     assert "| deepmix | rel-movielens1m | 2 | 0.6900 ± 0.0100 |" in text
     assert "reference: paper (DeepMix)" in text
+
+
+def test_report_command_writes_table_summary_and_chart(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run(runs, "a", "rating", "deepmix", 1, {"mae": 0.70, "rmse": 0.9})
+    _run(runs, "b", "rating", "dcn_v2", 1, {"mae": 0.69, "rmse": 0.9})
+    _run(runs, "c", "genre", "deepmix", 1, {"micro_f1": 0.7, "macro_f1": 0.5})
+    (tmp_path / "speed.json").write_text(json.dumps({"ratio": 2.6}))
+    out = tmp_path / "results"
+    result = subprocess.run([sys.executable, "-m", "experiments.report", f"--runs={runs}",
+                             f"--output_dir={out}", f"--speed={tmp_path / 'speed.json'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["README.md", "chart.png", "summary.json"]
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| dcn_v2 | rel-movielens1m | 1 | 0.6900 ± 0.0000 |" in (out / "README.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["speed"] == {"ratio": 2.6} and summary["rating"]["deepmix"]["seeds"] == 1

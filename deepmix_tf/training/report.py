@@ -97,3 +97,47 @@ def summary_json(summary, speed=None):
                          test_macro_f1_mean=row["test_macro_f1_mean"])
         out[task][label] = entry
     return out
+
+
+def chart(summary, path, protocol="rel-movielens1m"):
+    """A PNG of the test metrics of `summary`: one panel per metric, one bar per model
+    (mean, with the standard deviation over seeds as an error bar), reference numbers as
+    dashed lines."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("the chart needs matplotlib: pip install 'deepmix_tf[report]'") \
+            from error
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from deepmix_tf.files import staged_file
+
+    panels = [(task, metric) for task, metrics in METRICS.items() for metric in metrics
+              if metric != "rmse"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for axis, (task, metric) in zip(axes, panels):
+        rows = [(label, row) for (t, label, p), row in summary.items()
+                if t == task and p == protocol]
+        labels = [f"{label}\n({row['seeds']} seed{'s' * (row['seeds'] != 1)})"
+                  for label, row in rows]
+        means = [row[f"test_{metric}_mean"] for _, row in rows]
+        axis.bar(range(len(rows)), means, yerr=[row[f"test_{metric}_std"] for _, row in rows],
+                 color="#4c72b0", capsize=3)
+        axis.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+        for i, (label, t, values) in enumerate(r for r in REFERENCES if metric in r[2]
+                                               and r[1] == task):
+            axis.axhline(values[metric], linestyle="--", linewidth=1, color=f"C{i + 1}",
+                         label=label.replace("reference: ", ""))
+        if means:
+            low = min(means + [v[metric] for _, t, v in REFERENCES
+                               if t == task and metric in v])
+            axis.set_ylim(bottom=0 if metric != "mae" else 0.6 * low)
+        axis.set_title(f"{task}: test {metric} ({'lower' if metric == 'mae' else 'higher'} "
+                       "is better)", fontsize=9)
+        axis.legend(fontsize=6, loc="lower right")
+    figure.tight_layout()
+    with staged_file(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=110)
+    plt.close(figure)
+    return path
