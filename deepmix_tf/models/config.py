@@ -77,8 +77,9 @@ class Config:
             raise ValueError(f"combine must be 'stacked' or 'parallel', got {self.combine!r}")
 
     def to_json(self, path):
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=1)
+        from deepmix_tf.files import write_json
+
+        write_json(path, dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, path):
