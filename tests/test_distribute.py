@@ -47,14 +47,14 @@ def _last_json_line(text):
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, tmp_path):
+def _start_workers(command):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    command = _train_command(small_data, tmp_path, {**TINY, "epochs": 3}, "--strategy=multi_worker",
-                             f"--export_dir={tmp_path / 'export'}")
-    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True,
-                                  env=_env(TF_CONFIG=distribute.tf_config(workers, i)))
-                 for i in range(2)]
+    return [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=_env(TF_CONFIG=distribute.tf_config(workers, i)))
+            for i in range(2)]
+
+
+def _finish(processes):
     outputs = []
     try:
         for p in processes:
@@ -64,6 +64,35 @@ def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, 
             p.kill()
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+def _backup_epoch(run_dir):
+    try:
+        with open(run_dir / "backup" / "training_metadata.json") as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def _kill_when_backed_up(processes, run_dir, epoch):
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    try:
+        while _backup_epoch(run_dir) < epoch:
+            assert all(p.poll() is None for p in processes), "training ended before the kill"
+            assert time.monotonic() < deadline, "no backup appeared"
+            time.sleep(0.05)
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+    return _backup_epoch(run_dir)
+
+
+def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, tmp_path):
+    command = _train_command(small_data, tmp_path, {**TINY, "epochs": 3}, "--strategy=multi_worker",
+                             f"--export_dir={tmp_path / 'export'}")
+    outputs = _finish(_start_workers(command))
     chief, other = (_last_json_line(out) for out, _ in outputs)
     assert chief["strategy"]["workers"] == 2 and chief["strategy"]["replicas"] == 2
     assert (chief["strategy"]["task"], other["strategy"]["task"]) == ("worker:0", "worker:1")
@@ -80,31 +109,14 @@ def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, 
     assert sum("exported" in out for out, _ in outputs) == 1
 
 
-def _backup_epoch(run_dir):
-    try:
-        with open(run_dir / "backup" / "training_metadata.json") as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError):
-        return 0
-
-
 def test_a_killed_run_resumes_from_its_backup(small_data, tmp_path):
     epochs = 12
     # Small batches: epochs of many steps, so that the kill lands inside one.
     command = _train_command(small_data, tmp_path, {**TINY, "epochs": epochs, "batch_size": 4})
     run_dir = tmp_path / "run"
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.monotonic() + WORKER_TIMEOUT_S
-    try:
-        while _backup_epoch(run_dir) < 2:
-            assert first.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no backup appeared"
-            time.sleep(0.05)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    killed_at = _backup_epoch(run_dir)
+                             stderr=subprocess.DEVNULL, env=_env())
+    killed_at = _kill_when_backed_up([first], run_dir, 2)
     assert 2 <= killed_at < epochs and not (run_dir / "metrics.json").exists()
 
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
@@ -123,6 +135,21 @@ def test_a_killed_run_resumes_from_its_backup(small_data, tmp_path):
     # backup may appear twice, never go missing).
     assert sorted(set(logged)) == list(range(epochs)) and logged == sorted(logged)
     assert not (run_dir / "backup").exists()
+
+
+def test_two_workers_killed_together_resume_from_the_chiefs_backup(small_data, tmp_path):
+    epochs = 8
+    command = _train_command(small_data, tmp_path, {**TINY, "epochs": epochs, "batch_size": 8},
+                             "--strategy=multi_worker")
+    run_dir = tmp_path / "run"
+    killed_at = _kill_when_backed_up(_start_workers(command), run_dir, 2)
+    assert killed_at < epochs and not (run_dir / "metrics.json").exists()
+    outputs = _finish(_start_workers(command))
+    chief, other = (_last_json_line(out) for out, _ in outputs)
+    assert chief["weights_sha256"] == other["weights_sha256"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_at_epoch"] == killed_at and metrics["epochs_run"] == epochs
+    assert all("Epoch 1/" not in out for out, _ in outputs)
 
 
 def test_mirrored_strategy_on_one_cpu_matches_the_default_strategy(small_data, tmp_path):
