@@ -63,7 +63,7 @@ class Config:
     loss: str = "huber"
     learning_rate: float = 1e-3
     batch_size: int = 1024
-    epochs: int = 8
+    epochs: int = 16
     patience: int = 2
     seed: int = 42
     jit_compile: bool = False
