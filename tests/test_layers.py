@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, ResidualBlock
+from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, Dropout, ResidualBlock
 
 LAYERS = [
     lambda: CrossNetMix(num_layers=2, num_experts=3, low_rank=4),
@@ -197,3 +197,41 @@ def test_one_linear_expert_equals_tfrs_dcn_cross(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     theirs = np.load(tmp_path / "tfrs.npy")
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def _dropout_model(layer, jit_compile):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8), layer(0.3),
+                              keras.layers.Dense(1)])
+    model.compile("adam", "mse", jit_compile=jit_compile)
+    return model
+
+
+def test_dropout_without_xla_draws_the_same_masks_as_keras():
+    x = np.random.RandomState(0).randn(64, 16).astype("float32")
+    y = x.sum(1)
+    weights = []
+    for layer in (keras.layers.Dropout, Dropout):
+        model = _dropout_model(layer, jit_compile=False)
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for ours, theirs in zip(*weights):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_dropout_drops_at_its_rate_and_rescales(jit_compile):
+    layer = Dropout(0.3, seed=3)
+    apply = tf.function(lambda t: layer(t, training=True), jit_compile=jit_compile)
+    out = apply(tf.ones([512, 256])).numpy()
+    assert abs((out == 0).mean() - 0.3) < 0.01
+    np.testing.assert_allclose(out[out != 0], 1 / 0.7, rtol=1e-6)
+    assert not np.array_equal(out, apply(tf.ones([512, 256])).numpy())  # new mask per call
+    np.testing.assert_array_equal(layer(tf.ones([4, 4]), training=False), np.ones([4, 4]))
+
+
+def test_dropout_round_trips_through_a_keras_file(tmp_path):
+    model = _dropout_model(Dropout, jit_compile=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.layers[1], Dropout) and loaded.layers[1].rate == 0.3

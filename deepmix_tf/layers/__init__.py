@@ -1,7 +1,8 @@
 """Keras 3 layers of DeepMix: feature interaction and residual blocks."""
 
+from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.layers.feature_interaction.cross_net_mix import CrossNetMix
 from deepmix_tf.layers.residual.deep_crossing_residual_unit import DeepCrossingResidualUnit
 from deepmix_tf.layers.residual.residual_block import ResidualBlock
 
-__all__ = ["CrossNetMix", "DeepCrossingResidualUnit", "ResidualBlock"]
+__all__ = ["CrossNetMix", "DeepCrossingResidualUnit", "Dropout", "ResidualBlock"]

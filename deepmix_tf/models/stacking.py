@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from deepmix_tf.data import schema
+from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.models.preprocessing import MOVIE_ROW
 
 
@@ -119,7 +120,7 @@ def mlp(x, units, config, name):
         x = keras.layers.Dense(width, activation=config.activation,
                                kernel_regularizer=l2_regularizer(config), name=f"{name}_{i}")(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout_{i}")(x)
+            x = Dropout(config.dropout, name=f"{name}_dropout_{i}")(x)
     return x
 
 

@@ -2,6 +2,8 @@
 
 import keras
 
+from deepmix_tf.layers.dropout import Dropout
+
 
 @keras.saving.register_keras_serializable(package="deepmix_tf")
 class ResidualBlock(keras.layers.Layer):
@@ -76,7 +78,7 @@ class ResidualBlock(keras.layers.Layer):
             if norm is not None:
                 norm.build(shape)
             self.norms.append(norm)
-            self.dropouts.append(keras.layers.Dropout(self.dropout, name=f"dropout_{j}"))
+            self.dropouts.append(Dropout(self.dropout, name=f"dropout_{j}"))
         self.projection = self._dense(d, "projection")
         self.projection.build(shape)
 
