@@ -32,6 +32,14 @@ def main(argv):
     text = ("# Results\n\nTest metrics, mean ± standard deviation over seeds, from "
             f"{len(runs)} runs (`python -m experiments.report`). Rows labelled reference "
             "were not measured by this project.\n\n" + report.markdown(summary))
+    if speed and {"deepmix_examples_per_s", "deepctr_dcnmix_examples_per_s"} <= set(speed):
+        text += (
+            "### training speed\n\n"
+            f"DeepMix {speed['deepmix_examples_per_s']:,.0f} examples/s, DeepCTR DCNMix "
+            f"{speed['deepctr_dcnmix_examples_per_s']:,.0f} examples/s: ratio "
+            f"{speed['ratio']:.2f} (medians over alternating rounds, equal settings; "
+            f"`{speed.get('command', 'python -m experiments.benchmark_training --compare_deepctr')}`)."
+            "\n")
     text += "\n![test metrics](chart.png)\n"
     report.chart(summary, os.path.join(FLAGS.output_dir, "chart.png"))
     write_text(os.path.join(FLAGS.output_dir, "README.md"), text)

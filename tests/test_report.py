@@ -54,7 +54,9 @@ def test_report_command_writes_table_summary_and_chart(tmp_path):
     _run(runs, "a", "rating", "deepmix", 1, {"mae": 0.70, "rmse": 0.9})
     _run(runs, "b", "rating", "dcn_v2", 1, {"mae": 0.69, "rmse": 0.9})
     _run(runs, "c", "genre", "deepmix", 1, {"micro_f1": 0.7, "macro_f1": 0.5})
-    (tmp_path / "speed.json").write_text(json.dumps({"ratio": 2.6}))
+    speed = {"deepmix_examples_per_s": 26000.0, "deepctr_dcnmix_examples_per_s": 10000.0,
+             "ratio": 2.6}
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
     out = tmp_path / "results"
     result = subprocess.run([sys.executable, "-m", "experiments.report", f"--runs={runs}",
                              f"--output_dir={out}", f"--speed={tmp_path / 'speed.json'}"],
@@ -64,4 +66,5 @@ def test_report_command_writes_table_summary_and_chart(tmp_path):
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| dcn_v2 | rel-movielens1m | 1 | 0.6900 ± 0.0000 |" in (out / "README.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["speed"] == {"ratio": 2.6} and summary["rating"]["deepmix"]["seeds"] == 1
+    assert summary["speed"] == speed and summary["rating"]["deepmix"]["seeds"] == 1
+    assert "ratio 2.60" in (out / "README.md").read_text()
