@@ -27,16 +27,18 @@ from deepmix_tf.training import metrics as metrics_lib
 
 def default_config(task, model="deepmix", **overrides):
     """The default configuration of a task and model (flags and `--config` override it)."""
-    config = Config(task=task, model=model)
+    # DeepMix's parallel form (CrossNetMix and the residual block side by side) was chosen
+    # on validation for both tasks, means of seeds 42, 1, 2: rating MAE 0.6693 vs 0.6725
+    # stacked, genre micro/macro-F1 0.772/0.668 vs 0.770/0.638. `combine` changes nothing
+    # in the other models.
+    config = Config(task=task, model=model, combine="parallel")
     if task == "genre":
         # 388 training movies: small, strongly regularised, many short epochs. Dropout 0.5
         # and L2 1e-3 were chosen on validation (DeepMix micro-F1 0.787 vs 0.748 with 0.3
-        # and 1e-4), and so was DeepMix's parallel form (mean of 3 seeds: validation
-        # micro/macro-F1 0.772/0.668 against 0.770/0.638 stacked; `combine` only changes
-        # DeepMix).
+        # and 1e-4).
         config = config.replace(embedding_dim=8, batch_size=32, epochs=300, patience=30,
                                 dropout=0.5, l2=1e-3, head_units=[64], low_rank=16,
-                                learning_rate=1e-3, combine="parallel")
+                                learning_rate=1e-3)
     return config.replace(**overrides)
 
 
