@@ -5,8 +5,8 @@
 Started by `python -m experiments.benchmark_training --compare_deepctr`, which writes the
 spec (features, vocabulary sizes, model settings, the batch file) and reads the result.
 DeepCTR 0.9.4 is Keras 2 code: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow is
-imported (this module sets it when absent), and nothing of deepmix_tf (Keras 3) is imported
-here.
+imported (this module sets it when absent), and nothing that imports Keras 3 is imported
+here (of deepmix_tf only `deepmix_tf.files`).
 
 Exit status 3 means DeepCTR is not installed (see benchmarks/requirements.txt).
 """
@@ -31,6 +31,7 @@ def main():
         sys.exit("TensorFlow was imported before TF_USE_LEGACY_KERAS was set")
 
     from benchmarks import timing
+    from deepmix_tf.files import write_json  # plain Python: imports no Keras
 
     spec = timing.read_json(args.spec)
     try:
@@ -62,7 +63,7 @@ def main():
         features[name] = features[name][..., None]
     seconds, loss = timing.time_fit(model, features, labels[..., None], spec["steps"],
                                     spec["warmup_steps"])
-    timing.write_json(args.result, timing.result(
+    write_json(args.result, timing.result(
         "deepctr_dcnmix", seconds, spec["steps"], spec["batch_size"], loss,
         jit_compile=False, parameters=int(model.count_params()),
         versions={"deepctr": deepctr.__version__, "tensorflow": tf.__version__,

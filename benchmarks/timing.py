@@ -65,8 +65,3 @@ def result(model, seconds, steps, batch_size, loss, **extra):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def write_json(path, value):
-    with open(path, "w") as f:
-        json.dump(value, f, indent=1)

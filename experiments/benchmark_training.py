@@ -31,6 +31,8 @@ import time
 
 from absl import app, flags
 
+from deepmix_tf.files import write_json
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task.")
 flags.DEFINE_string("model", "deepmix", "Model (see deepmix_tf.models.MODELS).")
@@ -172,7 +174,7 @@ def _run_worker(command, flag_names, spec, workdir, name, env):
 
     spec_path = os.path.join(workdir, f"{name}.spec.json")
     result_path = os.path.join(workdir, f"{name}.result.json")
-    timing.write_json(spec_path, spec)
+    write_json(spec_path, spec)
     if os.path.exists(result_path):
         os.remove(result_path)
     spec_flag, result_flag = flag_names
@@ -208,7 +210,7 @@ def _deepmix_worker(spec_path, result_path):
                                            config.batch_size)
     seconds, loss = timing.time_fit(network, features, labels, spec["steps"],
                                     spec["warmup_steps"])
-    timing.write_json(result_path, timing.result(
+    write_json(result_path, timing.result(
         "deepmix", seconds, spec["steps"], config.batch_size, loss,
         jit_compile=config.jit_compile, parameters=int(network.count_params()),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__}))
@@ -236,7 +238,6 @@ def _check_deepctr(python):
 
 def _compare_deepctr():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from deepmix_tf.files import write_json
 
     if FLAGS.task != "rating" or FLAGS.model != "deepmix":
         sys.exit("--compare_deepctr times DeepMix on the rating task (DCNMix regression); "
