@@ -5,6 +5,7 @@ import functools
 import importlib.util
 import json
 import os
+import unicodedata
 
 import numpy as np
 
@@ -34,11 +35,38 @@ def _check_preset(folder):
         raise EncoderNotFoundError(f"{folder}: not a BERT preset folder, missing {missing}")
 
 
+def _tokenizer_settings(folder):
+    """(lowercase, strip_accents) of a Hugging Face BERT tokenizer folder, as the original
+    reads them: `strip_accents` unset follows `do_lower_case`."""
+    settings = {}
+    path = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            settings = json.load(f)
+    lowercase = bool(settings.get("do_lower_case", True))
+    strip_accents = settings.get("strip_accents")
+    return lowercase, lowercase if strip_accents is None else bool(strip_accents)
+
+
+def normalize_text(text, lowercase=True):
+    """The original BERT normaliser's steps before accent stripping: control characters,
+    NUL and U+FFFD removed, every whitespace character made a space, then (optionally)
+    lower case character by character (Unicode's full mapping, no context: a final capital
+    sigma becomes "σ", as in the original), with no compatibility normalisation."""
+    chars = []
+    for c in str(text):
+        if c in "\t\n\r" or unicodedata.category(c) == "Zs":
+            chars.append(" ")
+        elif c not in "\x00\ufffd" and not unicodedata.category(c).startswith("C"):
+            chars.append(c.lower() if lowercase else c)
+    return "".join(chars)
+
+
 class SentenceEncoder:
     """A frozen pretrained BERT encoder (KerasHub `BertBackbone`) with its WordPiece tokenizer.
 
-    The tokenizer reproduces the original's normalisation (lower case, accents stripped,
-    `[CLS] text [SEP]`, at most `sequence_length` word pieces). Batches are padded only to
+    The tokenizer reproduces the original's normalisation (`normalize_text`, then accents
+    stripped, `[CLS] text [SEP]`, at most `sequence_length` word pieces). Batches are padded only to
     their own longest text, so short texts cost little; the padding mask keeps padding out
     of every result.
 
@@ -60,14 +88,16 @@ class SentenceEncoder:
         self.preset = os.path.abspath(preset or default_preset())
         _check_preset(self.preset)
         self.sequence_length = sequence_length
-        with open(os.path.join(self.preset, "config.json")) as f:
-            hf_config = json.load(f)
+        self.lowercase, strip_accents = _tokenizer_settings(self.preset)
         self.backbone = keras_hub.models.BertBackbone.from_preset(self.preset)
         self.backbone.trainable = False
         self.hidden_dim = self.backbone.hidden_dim
         self.tokenizer = keras_hub.models.BertTokenizer(
             vocabulary=os.path.join(self.preset, "vocab.txt"),
-            lowercase=hf_config.get("do_lower_case", True), strip_accents=True)
+            # Lower case is done by `normalize_text`: KerasHub's `lowercase=True` applies
+            # NFKC case folding, which the original does not (it turns "…" into "...",
+            # "³" into "3" and recomposes Korean jamo into syllables the vocabulary lacks).
+            lowercase=False, strip_accents=strip_accents)
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length=sequence_length, start_value=self.tokenizer.cls_token_id,
             end_value=self.tokenizer.sep_token_id,
@@ -89,7 +119,8 @@ class SentenceEncoder:
         text of the batch (at most `sequence_length`)."""
         import tensorflow as tf
 
-        pieces = self._word_pieces(tf.constant(list(texts), dtype=tf.string))
+        texts = [normalize_text(t, self.lowercase) for t in texts]
+        pieces = self._word_pieces(tf.constant(texts, dtype=tf.string))
         longest = int(pieces.row_lengths().numpy().max(initial=0)) + 2
         ids, mask = self.packer(pieces, sequence_length=min(longest, self.sequence_length))
         return np.asarray(ids, np.int32), np.asarray(mask, bool)
