@@ -61,10 +61,12 @@ def main():
     for name, _ in spec["sparse"]:
         # DeepCTR's sparse inputs are (batch, 1).
         features[name] = features[name][..., None]
-    seconds, loss = timing.time_fit(model, features, labels[..., None], spec["steps"],
-                                    spec["warmup_steps"])
+    seconds, loss, fit_seconds = timing.time_fit(
+        model, features, labels[..., None], spec["steps"], spec["warmup_steps"],
+        tf.keras.callbacks.Callback)
     write_json(args.result, timing.result(
         "deepctr_dcnmix", seconds, spec["steps"], spec["batch_size"], loss,
+        fit_seconds=fit_seconds,
         jit_compile=False, parameters=int(model.count_params()),
         versions={"deepctr": deepctr.__version__, "tensorflow": tf.__version__,
                   "tf_keras": tf_keras.__version__}))

@@ -35,24 +35,42 @@ def load_batches(path, names, batch_size):
         return {name: split(data[f"x.{name}"]) for name in names}, split(labels)
 
 
-def time_fit(model, features, labels, steps, warmup_steps):
-    """Seconds for `steps` optimizer steps of `model.fit` (compiled by the caller), after
-    `warmup_steps` untimed steps (tracing, XLA compilation, first allocations).
+def time_fit(model, features, labels, steps, warmup_steps, callback_base):
+    """Seconds of `steps` optimizer steps of `model.fit` (compiled by the caller), in steady
+    state: one `fit` call runs `warmup_steps + steps` steps and a callback notes the time at
+    the end of each; the clock runs from the end of the last warm-up step (tracing, XLA
+    compilation, first allocations, `fit`'s own start-up are all before it) to the end of
+    the last step.
 
     The batches cycle in order from memory: the input costs the same for every model.
 
+    Args:
+        callback_base: the `Callback` class of the Keras that `model` belongs to
+            (`keras.callbacks.Callback`, or `tf.keras.callbacks.Callback` under tf-keras).
+
     Returns:
-        (seconds, loss of the timed steps as Keras reports it).
+        (seconds, loss of the run as Keras reports it, seconds of the whole `fit` call).
     """
     import tensorflow as tf
 
+    class StepClock(callback_base):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    clock = StepClock()
     batches = tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
-    model.fit(batches.take(warmup_steps).prefetch(tf.data.AUTOTUNE), verbose=0)
-    timed = batches.take(steps).prefetch(tf.data.AUTOTUNE)
     start = time.perf_counter()
-    history = model.fit(timed, verbose=0)
-    seconds = time.perf_counter() - start
-    return seconds, float(history.history["loss"][-1])
+    history = model.fit(batches.take(warmup_steps + steps).prefetch(tf.data.AUTOTUNE),
+                        verbose=0, callbacks=[clock])
+    fit_seconds = time.perf_counter() - start
+    if len(clock.ends) != warmup_steps + steps:
+        raise RuntimeError(f"expected {warmup_steps + steps} step ends, saw {len(clock.ends)}")
+    seconds = clock.ends[-1] - clock.ends[warmup_steps - 1]
+    return seconds, float(history.history["loss"][-1]), fit_seconds
 
 
 def result(model, seconds, steps, batch_size, loss, **extra):

@@ -7,7 +7,7 @@ DeepMix against DeepCTR's DCNMix, side by side.
 Times `--steps` optimizer steps on a fixed preprocessed batch of the training split (no
 input pipeline), after a warm-up, and prints ms/step and examples/s per setting.
 
-    python -m experiments.benchmark_training --compare_deepctr [--repeats 3] [--steps 50] \
+    python -m experiments.benchmark_training --compare_deepctr [--repeats 3] [--steps 100] \
         [--output results/speed.json]
 
 times DeepMix and DeepCTR 0.9.4's `DCNMix` at equal settings (rating task, 2 cross layers,
@@ -38,7 +38,7 @@ flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task.")
 flags.DEFINE_string("model", "deepmix", "Model (see deepmix_tf.models.MODELS).")
 flags.DEFINE_string("dataset_dir", "artifacts/tfrecords/rel-movielens1m", "A TFRecord build.")
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
-flags.DEFINE_integer("steps", 50, "Timed steps per setting (per run with --compare_deepctr).")
+flags.DEFINE_integer("steps", 100, "Timed steps per setting (per run with --compare_deepctr).")
 flags.DEFINE_list("jit_compile", ["false", "true"], "XLA settings to time (DeepMix's only, "
                   "with --compare_deepctr).")
 flags.DEFINE_bool("compare_deepctr", False, "Time DeepMix against DeepCTR's DCNMix at equal "
@@ -208,10 +208,10 @@ def _deepmix_worker(spec_path, result_path):
                     jit_compile=config.jit_compile)
     features, labels = timing.load_batches(spec["batches"], list(network.input),
                                            config.batch_size)
-    seconds, loss = timing.time_fit(network, features, labels, spec["steps"],
-                                    spec["warmup_steps"])
+    seconds, loss, fit_seconds = timing.time_fit(network, features, labels, spec["steps"],
+                                                 spec["warmup_steps"], keras.callbacks.Callback)
     write_json(result_path, timing.result(
-        "deepmix", seconds, spec["steps"], config.batch_size, loss,
+        "deepmix", seconds, spec["steps"], config.batch_size, loss, fit_seconds=fit_seconds,
         jit_compile=config.jit_compile, parameters=int(network.count_params()),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__}))
 
@@ -338,6 +338,8 @@ def _compare_deepctr():
                 "batch_size": config.batch_size, "steps": FLAGS.steps,
                 "warmup_steps": FLAGS.warmup_steps, "repeats": FLAGS.repeats,
                 "num_batches": num_batches, "statistic": "median over rounds",
+                "clock": "steady state: from the end of the last warm-up step to the end of "
+                         "the last step, inside one fit call (benchmarks/timing.py)",
                 "input": "preprocessed shuffled training batches cycled from memory "
                          "(tf.data from_tensor_slices), the same for both",
                 "optimizer": f"Adam({config.learning_rate})", "loss": config.loss,
