@@ -207,16 +207,24 @@ def _dropout_model(layer, jit_compile):
     return model
 
 
-def test_dropout_without_xla_draws_the_same_masks_as_keras():
+def test_dropout_draws_the_same_masks_with_and_without_xla():
     x = np.random.RandomState(0).randn(64, 16).astype("float32")
     y = x.sum(1)
     weights = []
-    for layer in (keras.layers.Dropout, Dropout):
-        model = _dropout_model(layer, jit_compile=False)
+    for jit_compile in (False, True):
+        model = _dropout_model(Dropout, jit_compile=jit_compile)
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         weights.append(model.get_weights())
-    for ours, theirs in zip(*weights):
-        np.testing.assert_array_equal(ours, theirs)
+    for eager, xla in zip(*weights):
+        np.testing.assert_allclose(eager, xla, rtol=1e-5, atol=1e-6)
+    # The masks follow the seed: another seed trains to other weights.
+    keras.utils.set_random_seed(2)
+    other = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8), Dropout(0.3),
+                              keras.layers.Dense(1)])
+    other.set_weights(_dropout_model(Dropout, jit_compile=False).get_weights())
+    other.compile("adam", "mse")
+    other.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert not np.allclose(other.get_weights()[0], weights[0][0])
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -225,7 +233,10 @@ def test_dropout_drops_at_its_rate_and_rescales(jit_compile):
     apply = tf.function(lambda t: layer(t, training=True), jit_compile=jit_compile)
     out = apply(tf.ones([512, 256])).numpy()
     assert abs((out == 0).mean() - 0.3) < 0.01
-    np.testing.assert_allclose(out[out != 0], 1 / 0.7, rtol=1e-6)
+    applied = round(0.3 * 65536) / 65536  # the rate in steps of 1/65536
+    np.testing.assert_allclose(out[out != 0], 1 / (1 - applied), rtol=1e-6)
+    odd = apply(tf.ones([3, 7])).numpy()  # an odd number of elements: half a 32-bit draw
+    assert odd.shape == (3, 7) and set(np.unique(odd)) <= {0.0, np.float32(1 / (1 - applied))}
     assert not np.array_equal(out, apply(tf.ones([512, 256])).numpy())  # new mask per call
     np.testing.assert_array_equal(layer(tf.ones([4, 4]), training=False), np.ones([4, 4]))
 
