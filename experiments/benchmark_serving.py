@@ -60,6 +60,8 @@ def main(argv):
         serve(**batch)
     seconds = time.perf_counter() - start
     n = len(next(iter(batch.values())))
+    print(f"{FLAGS.export}: task {signature['task']}, "
+          f"jit_compile {signature.get('jit_compile', False)}")
     print(f"batch 1: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {FLAGS.requests} requests")
     print(f"batch 1, trivial SavedModel with the same inputs (Python call cost): "
           f"p50 {floor50:.3f} ms, p99 {floor99:.3f} ms")

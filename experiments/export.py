@@ -13,13 +13,16 @@ flags.DEFINE_string("model_dir", None, "A run folder of experiments.train.", req
 flags.DEFINE_string("export_dir", "artifacts/serving", "Base folder of exported models.")
 flags.DEFINE_string("model_name", None, "Serving model name (default deepmix_<task>).")
 flags.DEFINE_integer("version", None, "Version number (default: next free one).")
+flags.DEFINE_boolean("jit_compile", False, "Compile the network with XLA (TF Serving then "
+                     "needs --xla_cpu_compilation_enabled=true).")
 
 
 def main(argv):
     del argv
     from deepmix_tf.export import export_run
 
-    path = export_run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version)
+    path = export_run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
+                      jit_compile=FLAGS.jit_compile)
     print(f"exported {path}")
 
 

@@ -107,6 +107,32 @@ def test_exported_rating_model_serves_raw_features_in_a_clean_process(small_data
     assert "missing a required argument: 'age'" in report["errors"]["missing"]
 
 
+def test_an_xla_compiled_export_serves_the_same_predictions(small_data, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model_dir = _train(small_data, tmp_path, "rating")
+    export = export_run(str(model_dir), str(tmp_path / "serving"), jit_compile=True)
+    model = keras.saving.load_model(model_dir / "model.keras")
+    features = _features(small_data, tmp_path, "rating")
+    features["movie_id"][0] = 10 ** 9
+    wanted = {k: features[k] for k in model.input}
+    outputs, report = _client(tmp_path, export, wanted)
+    np.testing.assert_allclose(outputs["rating"], _predict(model, wanted), atol=1e-5)
+    assert report["leaked"] == []
+    # The network is one function marked for XLA; the lookups stay outside it.
+    saved = saved_model_pb2.SavedModel.FromString(
+        open(os.path.join(export, "saved_model.pb"), "rb").read())
+    library = saved.meta_graphs[0].graph_def.library.function
+    compiled = [f for f in library if f.attr.get("_XlaMustCompile") and
+                f.attr["_XlaMustCompile"].b]
+    assert len(compiled) == 1
+    ops = {node.op for node in compiled[0].node_def}
+    assert "MatMul" in ops and not any("HashTable" in op or "Lookup" in op for op in ops)
+    signature = json.loads(open(os.path.join(export, "assets.extra",
+                                             "deepmix_signature.json")).read())
+    assert signature["jit_compile"] is True
+
+
 def test_exported_genre_model_names_its_outputs(small_data, tmp_path):
     model_dir = _train(small_data, tmp_path, "genre")
     export = export_run(str(model_dir), str(tmp_path / "serving"))

@@ -44,7 +44,7 @@ def signature_table(task, model):
 
 
 def export(model, task, export_dir, model_name, version=None, threshold=0.5,
-           warmup_features=None):
+           warmup_features=None, jit_compile=False):
     """Exports a raw-feature Keras model (`model.keras` of a run) for TF Serving.
 
     Args:
@@ -56,6 +56,8 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         threshold: float. The genre decision threshold (from validation).
         warmup_features: dict name -> numpy array of a few real examples, written as
             `assets.extra/tf_serving_warmup_requests`; None writes none.
+        jit_compile: bool. Compile the network (not the lookups) with XLA. TF Serving then
+            needs `--xla_cpu_compilation_enabled=true`, and compiles once per new batch size.
 
     Returns:
         The version folder written.
@@ -71,9 +73,10 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
     specs = input_specs(model, task)
     names = [s.name for s in specs]
 
+    predict = _predictor(model, jit_compile)
+
     def serve(*tensors):
-        features = dict(zip(names, tensors))
-        prediction = model(features, training=False)
+        prediction = predict(dict(zip(names, tensors)))
         if task == "rating":
             return {"rating": prediction}
         probabilities = tf.sigmoid(prediction)
@@ -98,8 +101,27 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         inputs, outputs = signature_table(task, model)
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
             json.dump({"task": task, "signature": SIGNATURE, "inputs": inputs,
-                       "outputs": outputs, "threshold": threshold}, f, indent=1)
+                       "outputs": outputs, "threshold": threshold,
+                       "jit_compile": bool(jit_compile)}, f, indent=1)
     return final
+
+
+def _predictor(model, jit_compile):
+    """`model(features)` for serving. With `jit_compile`, the network runs as one XLA
+    computation after the preprocessor: lookup tables and string ops cannot be compiled."""
+    import keras
+
+    if not jit_compile:
+        return lambda features: model(features, training=False)
+    parts = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    preprocessor = parts.pop("preprocessor", None)
+    if preprocessor is None or len(parts) != 1:
+        raise ValueError(f"jit_compile needs a model of `build_model` (a 'preprocessor' and "
+                         f"one network sub-model); {model.name!r} has sub-models "
+                         f"{sorted(parts) + (['preprocessor'] if preprocessor else [])}")
+    (network,) = parts.values()
+    compiled = tf.function(lambda x: network(x, training=False), jit_compile=True)
+    return lambda features: compiled(preprocessor(features, training=False))
 
 
 def write_warmup(path, model_name, features):
@@ -121,9 +143,11 @@ def write_warmup(path, model_name, features):
             writer.write(log.SerializeToString())
 
 
-def export_run(model_dir, export_dir, model_name=None, version=None, warmup_examples=8):
+def export_run(model_dir, export_dir, model_name=None, version=None, warmup_examples=8,
+               jit_compile=False):
     """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`), with
-    warm-up requests made of the first validation examples of its TFRecord build.
+    warm-up requests made of the first validation examples of its TFRecord build
+    (`jit_compile`: see `export`).
 
     Returns:
         The version folder written.
@@ -142,4 +166,5 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
                                                        warmup_examples)))
         warmup = {k: v.numpy() for k, v in features.items()}
     return export(model, task, export_dir, model_name or f"deepmix_{task}", version,
-                  threshold=run.get("threshold", 0.5), warmup_features=warmup)
+                  threshold=run.get("threshold", 0.5), warmup_features=warmup,
+                  jit_compile=jit_compile)
