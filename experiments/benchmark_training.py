@@ -102,12 +102,14 @@ def main(argv):
 
 def comparison_config(batch_size):
     """DeepMix at the settings of the comparison: DCNMix's cross network (2 layers, 4 experts,
-    low rank 32), DNN 256-128 (DeepMix's scoring MLP), embeddings of 16; everything else is
-    DeepMix's rating default (one residual block, stacked)."""
+    low rank 32, tanh as in DeepCTR), DNN 256-128 (DeepMix's scoring MLP), embeddings of 16,
+    Adam at 1e-3; everything else is DeepMix's rating default (one residual block, parallel
+    form)."""
     from deepmix_tf.training.trainer import default_config
 
     return default_config("rating", "deepmix", embedding_dim=16, cross_layers=2,
-                          num_experts=4, low_rank=32, head_units=[256, 128], loss="mse",
+                          num_experts=4, low_rank=32, cross_activation="tanh",
+                          learning_rate=1e-3, head_units=[256, 128], loss="mse",
                           batch_size=batch_size)
 
 
