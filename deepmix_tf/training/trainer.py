@@ -36,8 +36,9 @@ def default_config(task, model="deepmix", **overrides):
         # Chosen on validation MAE, means of seeds 42, 1, 2 (2026-11-25): CrossNetMix with
         # identity `g` (0.6670 vs 0.6686 with tanh), and with it a learning rate of 2e-3
         # (0.6662 vs 0.6670). 2e-3 did not help DCN-V2 or Deep Crossing (seed 42: 0.6651 vs
-        # 0.6642, 0.6697 vs 0.6689), so they keep 1e-3. On genres identity `g` raised validation micro-F1
-        # (0.783 vs 0.771) but lowered macro-F1 (0.651 vs 0.668): tanh stays there.
+        # 0.6642, 0.6697 vs 0.6689), so they keep 1e-3. On genres identity `g` raised
+        # validation micro-F1 (0.783 vs 0.771) but lowered macro-F1 (0.651 vs 0.668): tanh
+        # stays there.
         config = config.replace(cross_activation="linear", learning_rate=2e-3)
     if task == "genre":
         # 388 training movies: small, strongly regularised, many short epochs. Dropout 0.5
