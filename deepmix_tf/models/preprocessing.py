@@ -20,7 +20,9 @@ MOVIE_ROW = "movie_row"
 class GenreMultiHot(keras.layers.Layer):
     """'|'-joined genre names -> float multi-hot vector over a fixed genre list.
 
-    Unknown names are ignored; an empty string gives all zeros.
+    Unknown names are ignored; an empty string gives all zeros. Each name is looked up once
+    in a hash table (not compared with every genre), since this layer runs in every served
+    request.
 
     Args:
         genres: list of str. The genre names, in output order. Defaults to the 18 of ML-1M.
@@ -32,11 +34,20 @@ class GenreMultiHot(keras.layers.Layer):
     def __init__(self, genres=GENRES, **kwargs):
         super().__init__(**kwargs)
         self.genres = list(genres)
+        # Index 0 is every unknown name, 1..n the genres in order.
+        self.lookup = keras.layers.StringLookup(vocabulary=self.genres, num_oov_indices=1,
+                                                output_mode="int", name="genre_lookup")
+
+    def build(self, input_shape):
+        self.lookup.build((None,))  # it reads the flat list of names, of any length
 
     def call(self, inputs):
-        tokens = tf.strings.split(inputs, "|").to_tensor(default_value="")
-        hits = tf.equal(tokens[:, :, None], tf.constant(self.genres)[None, None, :])
-        return tf.cast(tf.reduce_any(hits, axis=1), self.compute_dtype)
+        names = tf.strings.split(inputs, "|")
+        # Unknown names (index 0) become -1, which one_hot maps to a row of zeros.
+        hot = tf.one_hot(self.lookup(names.values) - 1, len(self.genres),
+                         dtype=self.compute_dtype)
+        counts = tf.math.unsorted_segment_sum(hot, names.value_rowids(), tf.shape(inputs)[0])
+        return tf.minimum(counts, 1)  # a name given twice still counts once
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.genres))
