@@ -102,6 +102,16 @@ def test_unknown_ids_and_values_take_the_out_of_vocabulary_path(small_build):
     assert prediction.shape == (1,) and 1 <= prediction[0] <= 5
 
 
+def test_genre_multi_hot_marks_each_known_name_once():
+    from deepmix_tf.models.preprocessing import GenreMultiHot
+
+    layer = GenreMultiHot(["Comedy", "Drama", "War"])
+    got = layer(tf.constant(["Drama", "War|Comedy", "", "Drama|Drama|Western", "Nonsense|"]))
+    np.testing.assert_array_equal(np.asarray(got), [[0, 1, 0], [1, 0, 1], [0, 0, 0],
+                                                    [0, 1, 0], [0, 0, 0]])
+    assert tuple(layer(tf.constant([], tf.string)).shape) == (0, 3)
+
+
 def test_genre_models_never_see_the_genre_column(small_build):
     for model in MODELS:
         config = _tiny("genre", model)
