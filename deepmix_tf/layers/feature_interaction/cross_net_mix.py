@@ -93,15 +93,18 @@ class CrossNetMix(keras.layers.Layer):
         return ops.softmax(ops.matmul(x, self.layer_weights[layer]["gate"]), axis=-1)
 
     def call(self, inputs):
+        k, r = self.num_experts, self.low_rank
+        d = inputs.shape[-1]
         x0 = x = inputs
         for l, w in enumerate(self.layer_weights):
-            # Expert-major batched matmuls: (1, b, d) @ (K, d, r) -> (K, b, r) -> ... (K, b, d).
-            h = self.activation(ops.matmul(ops.expand_dims(x, 0), w["V"]))
-            h = self.activation(ops.matmul(h, w["C"]))
-            h = ops.matmul(h, w["U"])
-            # The gates sum to 1, so sum_i G_i x0 * (h_i + b) = x0 * (sum_i G_i h_i + b).
-            gates = ops.transpose(self.gate_weights(x, l))  # (K, b)
-            mixed = ops.sum(ops.expand_dims(gates, -1) * h, axis=0)
+            # All experts in one matmul each way: V as (d, K r) and U as (K r, d). Since the
+            # gates sum to 1, sum_i G_i x0 * (U_i h_i + b) = x0 * ([G_1 h_1 .. G_K h_K] U + b):
+            # the gates scale the rank-r codes, and no (K, batch, d) tensor is formed.
+            v = ops.reshape(ops.transpose(w["V"], (1, 0, 2)), (d, k * r))
+            h = self.activation(ops.reshape(ops.matmul(x, v), (-1, k, r)))
+            h = self.activation(ops.einsum("bkr,krs->bks", h, w["C"]))
+            h = h * ops.expand_dims(self.gate_weights(x, l), -1)
+            mixed = ops.matmul(ops.reshape(h, (-1, k * r)), ops.reshape(w["U"], (k * r, d)))
             if self.use_bias:
                 mixed = mixed + w["b"]
             x = x0 * mixed + x
