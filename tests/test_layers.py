@@ -29,6 +29,16 @@ def test_output_keeps_the_input_shape(make):
     assert tuple(make()(_x()).shape) == (5, 6)
 
 
+@pytest.mark.parametrize("policy", ["bfloat16", "mixed_bfloat16"])
+@pytest.mark.parametrize("make", LAYERS)
+def test_sublayers_follow_the_layers_dtype_policy(make, policy):
+    layer = make().__class__.from_config({**make().get_config(), "dtype": policy})
+    y = layer(_x())
+    assert y.dtype == "bfloat16"
+    variable_dtype = "bfloat16" if policy == "bfloat16" else "float32"
+    assert layer.weights and {w.dtype for w in layer.weights} == {variable_dtype}
+
+
 def _reference_cross_net_mix(layer, x0):
     """CrossNetMix written out expert by expert in NumPy, straight from the paper."""
     x = x0

@@ -50,7 +50,7 @@ class RatingHead(keras.layers.Layer):
     def __init__(self, mean=3.5, low=1.0, high=5.0, **kwargs):
         super().__init__(**kwargs)
         self.mean, self.low, self.high = mean, low, high
-        self.dense = keras.layers.Dense(1, name="score")
+        self.dense = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense.build(input_shape)

@@ -37,11 +37,11 @@ class DeepCrossingResidualUnit(keras.layers.Layer):
         self.inner = keras.layers.Dense(
             self.hidden_units, activation="relu", name="inner",
             kernel_initializer=self.kernel_initializer.__class__.from_config(config),
-            kernel_regularizer=self.kernel_regularizer)
+            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy)
         self.outer = keras.layers.Dense(
             d, name="outer",
             kernel_initializer=self.kernel_initializer.__class__.from_config(config),
-            kernel_regularizer=self.kernel_regularizer)
+            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy)
         self.inner.build(tuple(input_shape))
         self.outer.build(tuple(input_shape[:-1]) + (self.hidden_units,))
 

@@ -57,7 +57,7 @@ class ResidualBlock(keras.layers.Layer):
         return keras.layers.Dense(
             units, kernel_initializer=self.kernel_initializer.__class__.from_config(
                 self.kernel_initializer.get_config()),
-            kernel_regularizer=self.kernel_regularizer, name=name)
+            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name=name)
 
     def build(self, input_shape):
         d = input_shape[-1]
@@ -70,15 +70,18 @@ class ResidualBlock(keras.layers.Layer):
             shape = shape[:-1] + (width,)
             self.hidden.append(dense)
             if self.normalization == "layer":
-                norm = keras.layers.LayerNormalization(name=f"layer_norm_{j}")
+                norm = keras.layers.LayerNormalization(name=f"layer_norm_{j}",
+                                                       dtype=self.dtype_policy)
             elif self.normalization == "batch":
-                norm = keras.layers.BatchNormalization(name=f"batch_norm_{j}")
+                norm = keras.layers.BatchNormalization(name=f"batch_norm_{j}",
+                                                       dtype=self.dtype_policy)
             else:
                 norm = None
             if norm is not None:
                 norm.build(shape)
             self.norms.append(norm)
-            self.dropouts.append(Dropout(self.dropout, name=f"dropout_{j}"))
+            self.dropouts.append(Dropout(self.dropout, name=f"dropout_{j}",
+                                          dtype=self.dtype_policy))
         self.projection = self._dense(d, "projection")
         self.projection.build(shape)
 
