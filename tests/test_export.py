@@ -133,6 +133,29 @@ def test_an_xla_compiled_export_serves_the_same_predictions(small_data, tmp_path
     assert signature["jit_compile"] is True
 
 
+def test_a_bfloat16_export_keeps_the_network_in_bfloat16_and_the_signature_unchanged(
+        small_data, tmp_path):
+    model_dir = _train(small_data, tmp_path, "rating")
+    export = export_run(str(model_dir), str(tmp_path / "serving"), precision="bfloat16")
+    model = keras.saving.load_model(model_dir / "model.keras")
+    wanted = {k: v for k, v in _features(small_data, tmp_path, "rating").items()
+              if k in model.input}
+    outputs, report = _client(tmp_path, export, wanted)
+    assert report["leaked"] == [] and outputs["rating"].dtype == np.float32
+    difference = np.abs(outputs["rating"] - _predict(model, wanted))
+    # Rounded arithmetic, so not float32's answer, yet close to it.
+    assert 1e-5 < difference.max() < 0.05, difference.max()
+    stored = tf.train.load_checkpoint(os.path.join(export, "variables", "variables"))
+    dtypes = {name: dtype for name, dtype in stored.get_variable_to_dtype_map().items()
+              if "OBJECT_GRAPH" not in name}
+    assert tf.bfloat16 in dtypes.values() and tf.float32 not in dtypes.values(), dtypes
+    signature = json.loads(open(os.path.join(export, "assets.extra",
+                                             "deepmix_signature.json")).read())
+    assert signature["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        export_run(str(model_dir), str(tmp_path / "serving"), precision="float16")
+
+
 def test_exported_genre_model_names_its_outputs(small_data, tmp_path):
     model_dir = _train(small_data, tmp_path, "genre")
     export = export_run(str(model_dir), str(tmp_path / "serving"))
