@@ -62,8 +62,8 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         precision: "float32" or "bfloat16". With "bfloat16" the network behind the
             preprocessor is a copy of the trained one that keeps its weights in bfloat16 and
             computes in it; inputs and outputs keep their dtypes. Faster only on CPUs with
-            bfloat16 arithmetic (AVX512_BF16, AMX); predictions move by about 1e-2 (measure
-            with `experiments.benchmark_serving --evaluate`).
+            bfloat16 arithmetic (AVX512_BF16, AMX); predictions move a little (measure the
+            effect with `experiments.benchmark_serving --evaluate`).
 
     Returns:
         The version folder written.
