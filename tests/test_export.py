@@ -145,10 +145,15 @@ def test_a_bfloat16_export_keeps_the_network_in_bfloat16_and_the_signature_uncha
     difference = np.abs(outputs["rating"] - _predict(model, wanted))
     # Rounded arithmetic, so not float32's answer, yet close to it.
     assert 1e-5 < difference.max() < 0.05, difference.max()
+    # Every float weight is stored in bfloat16 but the output layer's, which stays float32
+    # (its kernel (8, 1) after the 8-unit head of TINY, and its bias).
     stored = tf.train.load_checkpoint(os.path.join(export, "variables", "variables"))
-    dtypes = {name: dtype for name, dtype in stored.get_variable_to_dtype_map().items()
-              if "OBJECT_GRAPH" not in name}
-    assert tf.bfloat16 in dtypes.values() and tf.float32 not in dtypes.values(), dtypes
+    shapes = stored.get_variable_to_shape_map()
+    by_dtype = {}
+    for name, dtype in stored.get_variable_to_dtype_map().items():
+        by_dtype.setdefault(dtype, set()).add(tuple(shapes[name]))
+    assert len(by_dtype[tf.bfloat16]) > 5
+    assert by_dtype[tf.float32] == {(8, 1), (1,)}, by_dtype
     signature = json.loads(open(os.path.join(export, "assets.extra",
                                              "deepmix_signature.json")).read())
     assert signature["precision"] == "bfloat16"

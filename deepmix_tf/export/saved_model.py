@@ -61,7 +61,8 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
             needs `--xla_cpu_compilation_enabled=true`, and compiles once per new batch size.
         precision: "float32" or "bfloat16". With "bfloat16" the network behind the
             preprocessor is a copy of the trained one that keeps its weights in bfloat16 and
-            computes in it; inputs and outputs keep their dtypes. Faster only on CPUs with
+            computes in it, but for its float32 output layer; inputs and outputs keep their
+            dtypes. Faster only on CPUs with
             bfloat16 arithmetic (AVX512_BF16, AMX); predictions move a little (measure the
             effect with `experiments.benchmark_serving --evaluate`).
 
@@ -156,8 +157,9 @@ def _split(model, jit_compile, precision):
 
 def _in_precision(network, precision):
     """A copy of `network` whose float32 layers keep their weights in, and compute with,
-    `precision`."""
-    import keras
+    `precision`, except its output layers: they stay float32, as Keras advises for mixed
+    precision, so that predictions keep float32 resolution (bfloat16 spaces numbers
+    near a rating of 4 by 1/32)."""
 
     def convert(config):
         if isinstance(config, dict):
@@ -169,9 +171,23 @@ def _in_precision(network, precision):
             return [convert(value) for value in config]
         return config
 
-    copy = network.__class__.from_config(convert(network.get_config()))
+    config = network.get_config()
+    outputs = {name for name, _, _ in _flat_outputs(config["output_layers"])}
+    config["layers"] = [layer if layer["config"].get("name") in outputs else convert(layer)
+                        for layer in config["layers"]]
+    copy = network.__class__.from_config(config)
     copy.set_weights(network.get_weights())
     return copy
+
+
+def _flat_outputs(output_layers):
+    """The [name, node, index] entries of a functional config's `output_layers`, which is
+    one such entry, a list of them, or a dict of them."""
+    if isinstance(output_layers, dict):
+        output_layers = list(output_layers.values())
+    if output_layers and isinstance(output_layers[0], str):
+        return [output_layers]
+    return [entry for item in output_layers for entry in _flat_outputs(item)]
 
 
 def write_warmup(path, model_name, features):
