@@ -144,13 +144,15 @@ def _split(model, jit_compile, precision):
     """The (preprocessor, network) sub-models of a model of `build_model`."""
     import keras
 
+    from deepmix_tf.models.preprocessing import PREPROCESSOR
+
     parts = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
-    preprocessor = parts.pop("preprocessor", None)
+    preprocessor = parts.pop(PREPROCESSOR, None)
     if preprocessor is None or len(parts) != 1:
         raise ValueError(f"jit_compile={jit_compile} and precision={precision!r} need a model "
-                         f"of `build_model` (a 'preprocessor' and one network sub-model); "
+                         f"of `build_model` (a {PREPROCESSOR!r} and one network sub-model); "
                          f"{model.name!r} has sub-models "
-                         f"{sorted(parts) + (['preprocessor'] if preprocessor else [])}")
+                         f"{sorted(parts) + ([PREPROCESSOR] if preprocessor else [])}")
     (network,) = parts.values()
     return preprocessor, network
 

@@ -14,6 +14,8 @@ from deepmix_tf.data import schema
 from deepmix_tf.data.movielens import GENRES
 
 MOVIE_ROW = "movie_row"
+# The preprocessing sub-model's name: the export finds it by this name in a full model.
+PREPROCESSOR = "preprocessor"
 
 
 @keras.saving.register_keras_serializable(package="deepmix_tf")
@@ -120,5 +122,5 @@ def build_preprocessor(task, feature_names, vocabularies, movie_ids=None):
             vocabulary=np.asarray(movie_ids, dtype=np.int64), num_oov_indices=1,
             output_mode="int", name="movie_row_lookup")
         outputs[MOVIE_ROW] = keras.ops.cast(lookup(inputs["movie_id"]), "int32")
-    return keras.Model(inputs, outputs, name="preprocessor")
+    return keras.Model(inputs, outputs, name=PREPROCESSOR)
 
