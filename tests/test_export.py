@@ -173,7 +173,10 @@ def test_exported_genre_model_names_its_outputs(small_data, tmp_path):
     np.testing.assert_allclose(outputs["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-5)
     np.testing.assert_array_equal(outputs["predicted"], outputs["probabilities"] >= threshold)
     assert outputs["genre_names"][0].tolist()[:3] == ["Action", "Adventure", "Animation"]
-    np.testing.assert_allclose(outputs["threshold"], threshold)
+    # One threshold per genre (chosen on validation), repeated for every example.
+    assert outputs["threshold"].shape == outputs["probabilities"].shape
+    np.testing.assert_allclose(outputs["threshold"],
+                               np.broadcast_to(threshold, outputs["threshold"].shape), rtol=1e-6)
 
 
 def test_saved_model_cli_lists_the_documented_signature(small_data, tmp_path):

@@ -51,7 +51,9 @@ def test_every_model_trains_and_writes_metrics(small_data, tmp_path, task, model
         assert sorted(written[split]) == sorted(names)
         assert all(np.isfinite(v) and v >= 0 for v in written[split].values())
     if task == "genre":
-        assert 0 < written["threshold"] < 1 and len(written["genres"]) == 18
+        assert len(written["threshold"]) == len(written["genres"]) == 18
+        assert all(0 < t < 1 for t in written["threshold"])
+        assert 0 <= written["decision"]["logit_adjustment"] <= 1
         assert all(v <= 1 for split in ("val", "test") for v in written[split].values())
     assert Config.from_json(model_dir / "config.json") == _tiny(task, model)
     assert (model_dir / "model.keras").is_file()
@@ -110,6 +112,31 @@ def test_genre_multi_hot_marks_each_known_name_once():
     np.testing.assert_array_equal(np.asarray(got), [[0, 1, 0], [1, 0, 1], [0, 0, 0],
                                                     [0, 1, 0], [0, 0, 0]])
     assert tuple(layer(tf.constant([], tf.string)).shape) == (0, 3)
+
+
+def test_genre_decision_is_logit_adjustment_chosen_on_validation():
+    from deepmix_tf.training import metrics
+
+    rng = np.random.default_rng(0)
+    prior = np.array([0.5, 0.05])
+    y = (rng.random((400, 2)) < prior).astype(float)
+    # The rare label's logits sit low: a shared threshold rarely predicts it.
+    logits = np.where(y == 1, 0.5, -1.5) + rng.normal(0, 1, (400, 2))
+    logits[:, 1] -= 2.0
+    chosen = metrics.choose_genre_decision(y, logits, prior)
+    assert chosen["logit_adjustment"] > 0
+    t, tau = chosen["threshold"], chosen["logit_adjustment"]
+    expected = 1 / (1 + np.exp(-(np.log(t / (1 - t)) + tau * np.log(prior))))
+    np.testing.assert_allclose(chosen["thresholds"], expected)
+    assert chosen["thresholds"][1] < chosen["thresholds"][0]
+    scores = metrics.f1_scores(y, 1 / (1 + np.exp(-logits)), chosen["thresholds"])
+    assert scores["micro_f1"] == pytest.approx(chosen["val_micro_f1"], abs=1e-6)
+    assert scores["macro_f1"] == pytest.approx(chosen["val_macro_f1"], abs=1e-6)
+    # The grid holds tau = 0, so the choice is never worse than no adjustment.
+    plain = metrics.choose_genre_decision(y, logits, prior, adjustments=[0.0])
+    assert plain["logit_adjustment"] == 0.0
+    assert (plain["val_micro_f1"] + plain["val_macro_f1"]
+            < chosen["val_micro_f1"] + chosen["val_macro_f1"])
 
 
 def test_genre_models_never_see_the_genre_column(small_build):

@@ -37,10 +37,10 @@ def signature_table(task, model):
         outputs = [("rating", "float32", "(batch,)", "predicted rating, clipped to [1, 5]")]
     else:
         outputs = [("probabilities", "float32", "(batch, 18)", "per-genre probability"),
-                   ("predicted", "bool", "(batch, 18)", "probability >= threshold"),
+                   ("predicted", "bool", "(batch, 18)", "probability >= its threshold"),
                    ("genre_names", "string", "(batch, 18)", "the genre of each column"),
-                   ("threshold", "float32", "(batch,)", "decision threshold chosen on "
-                                                         "validation")]
+                   ("threshold", "float32", "(batch, 18)",
+                    "per-genre threshold chosen on validation")]
     return rows, outputs
 
 
@@ -54,7 +54,8 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         export_dir: base folder; the model goes to `<export_dir>/<model_name>/<version>/`.
         model_name: str.
         version: int or None (None: one more than the highest existing version, else 1).
-        threshold: float. The genre decision threshold (from validation).
+        threshold: float, or one float per genre. The genre decision threshold(s) (from
+            validation: `metrics.json`'s `threshold`).
         warmup_features: dict name -> numpy array of a few real examples, written as
             `assets.extra/tf_serving_warmup_requests`; None writes none.
         jit_compile: bool. Compile the network (not the lookups) with XLA. TF Serving then
@@ -84,6 +85,7 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
     names = [s.name for s in specs]
 
     predict, tracked = _predictor(model, jit_compile, precision)
+    thresholds = tf.constant(np.broadcast_to(np.asarray(threshold, np.float32), (len(GENRES),)))
 
     def serve(*tensors):
         prediction = predict(dict(zip(names, tensors)))
@@ -93,9 +95,9 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         batch = tf.shape(probabilities)[0]
         return {
             "probabilities": probabilities,
-            "predicted": probabilities >= threshold,
+            "predicted": probabilities >= thresholds,
             "genre_names": tf.tile(tf.constant([list(GENRES)]), [batch, 1]),
-            "threshold": tf.fill([batch], tf.constant(threshold, tf.float32)),
+            "threshold": tf.tile(thresholds[None], [batch, 1]),
         }
 
     archive = keras.export.ExportArchive()
@@ -112,7 +114,8 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         inputs, outputs = signature_table(task, model)
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
             json.dump({"task": task, "signature": SIGNATURE, "inputs": inputs,
-                       "outputs": outputs, "threshold": threshold,
+                       "outputs": outputs,
+                       "threshold": (thresholds.numpy().tolist() if task == "genre" else None),
                        "jit_compile": bool(jit_compile), "precision": precision}, f,
                       indent=1)
     return final

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+ADJUSTMENTS = np.round(np.arange(0.0, 1.001, 0.125), 3)
 
 
 def rating_metrics(y_true, y_pred, low=1.0, high=5.0):
@@ -13,27 +14,61 @@ def rating_metrics(y_true, y_pred, low=1.0, high=5.0):
 
 
 def f1_scores(y_true, probabilities, threshold):
-    """Micro and macro F1 of multi-label predictions `probabilities >= threshold`.
+    """Micro and macro F1 of multi-label predictions `probabilities >= threshold`, where
+    `threshold` is one number or one per label.
 
     A genre with no true and no predicted member scores F1 = 0 in the macro mean, as Keras'
     `F1Score` and scikit-learn's default do.
     """
+    predicted = (np.asarray(probabilities) >= np.asarray(threshold)).astype(np.float32)
     out = {}
     for average in ("micro", "macro"):
-        metric = keras.metrics.F1Score(average=average, threshold=threshold)
-        metric.update_state(np.asarray(y_true, np.float32), np.asarray(probabilities, np.float32))
+        metric = keras.metrics.F1Score(average=average, threshold=0.5)
+        metric.update_state(np.asarray(y_true, np.float32), predicted)
         out[f"{average}_f1"] = float(metric.result())
     return out
 
 
-def choose_threshold(y_true, probabilities, thresholds=THRESHOLDS):
-    """The single decision threshold that maximises micro-F1 (use validation data only)."""
+def choose_genre_decision(y_true, logits, prior, adjustments=ADJUSTMENTS,
+                          thresholds=THRESHOLDS):
+    """Per-label probability thresholds from two numbers chosen on validation data.
+
+    Post-hoc logit adjustment (Menon et al., "Long-tail learning via logit adjustment",
+    ICLR 2021): a label is predicted when `sigmoid(logit - tau * log(prior)) >= t`, which
+    favours rare labels for `tau > 0`. `tau` and `t` are the pair of the grids that
+    maximises micro-F1 + macro-F1 (the first such pair). Equivalently, label `g` is
+    predicted when its probability reaches `sigmoid(logit(t) + tau * log(prior_g))`: per-label
+    thresholds tied by two parameters, far fewer than 18 free ones on a few hundred movies.
+
+    Args:
+        y_true: (n, labels) 0/1 array of the validation split.
+        logits: (n, labels) float array, the model's logits on it.
+        prior: (labels,) share of each label in the training split.
+
+    Returns:
+        dict: `logit_adjustment` (tau), `threshold` (t), `thresholds` (list of per-label
+        probability thresholds), `val_micro_f1` and `val_macro_f1` at that choice.
+    """
     y_true = np.asarray(y_true, bool)
-    best, best_f1 = float(thresholds[0]), -1.0
-    for t in thresholds:
-        predicted = probabilities >= t
-        tp = np.sum(predicted & y_true)
-        f1 = 2 * tp / max(predicted.sum() + y_true.sum(), 1)
-        if f1 > best_f1:
-            best, best_f1 = float(t), f1
-    return best
+    log_prior = np.log(np.clip(np.asarray(prior, np.float64), 1e-3, 1.0))
+    best = None
+    for tau in adjustments:
+        adjusted = np.asarray(logits, np.float64) - tau * log_prior
+        for t in thresholds:
+            predicted = adjusted >= np.log(t / (1 - t))
+            micro, macro = _micro_macro_f1(y_true, predicted)
+            if best is None or micro + macro > best[0]:
+                best = (micro + macro, float(tau), float(t), micro, macro)
+    _, tau, t, micro, macro = best
+    per_label = 1 / (1 + np.exp(-(np.log(t / (1 - t)) + tau * log_prior)))
+    return {"logit_adjustment": tau, "threshold": t,
+            "thresholds": [float(x) for x in per_label],
+            "val_micro_f1": float(micro), "val_macro_f1": float(macro)}
+
+
+def _micro_macro_f1(y_true, predicted):
+    tp = np.sum(predicted & y_true, axis=0)
+    wrong = np.sum(predicted ^ y_true, axis=0)  # false positives + false negatives
+    micro = 2 * tp.sum() / max(2 * tp.sum() + wrong.sum(), 1)
+    per_label = np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+    return float(micro), float(per_label.mean())

@@ -161,20 +161,25 @@ def _predict(model, dataset):
     return np.concatenate(labels), np.concatenate(predictions)
 
 
-def evaluate(network, task, datasets, threshold=None):
-    """Metrics of every split in `datasets` ({"val": ds, "test": ds}); for genres the
-    threshold is chosen on "val" unless given."""
+def evaluate(network, task, datasets, decision=None, prior=None):
+    """Metrics of every split in `datasets` ({"val": ds, "test": ds}).
+
+    For genres, predictions are `probability >= threshold` per genre, with the thresholds
+    of `decision` (a dict of `metrics.choose_genre_decision`) or, when it is None, chosen
+    on "val" from the training split's genre shares `prior`. Returns (metrics per split,
+    the decision or None).
+    """
     results, outputs = {}, {name: _predict(network, ds) for name, ds in datasets.items()}
     if task == "rating":
         for name, (y, p) in outputs.items():
             results[name] = metrics_lib.rating_metrics(y, p)
         return results, None
-    probabilities = {name: 1 / (1 + np.exp(-p)) for name, (y, p) in outputs.items()}
-    if threshold is None:
-        threshold = metrics_lib.choose_threshold(outputs["val"][0], probabilities["val"])
-    for name, (y, _) in outputs.items():
-        results[name] = metrics_lib.f1_scores(y, probabilities[name], threshold)
-    return results, threshold
+    if decision is None:
+        decision = metrics_lib.choose_genre_decision(*outputs["val"], prior)
+    for name, (y, logits) in outputs.items():
+        results[name] = metrics_lib.f1_scores(y, 1 / (1 + np.exp(-logits)),
+                                              decision["thresholds"])
+    return results, decision
 
 
 def weights_digest(model):
@@ -321,8 +326,9 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     }
     # Every worker evaluates and saves (reading variables may be collective); only the
     # chief's files are kept.
-    results, threshold = evaluate(network, config.task,
-                                  {"val": dataset("validation"), "test": dataset("test")})
+    results, decision = evaluate(network, config.task,
+                                 {"val": dataset("validation"), "test": dataset("test")},
+                                 prior=task_meta["label_mean"])
     full.save(os.path.join(out_dir, "model.keras"))
     if not chief:
         log(json.dumps({k: output[k] for k in ("strategy", "epochs_run", "weights_sha256")}))
@@ -332,8 +338,11 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         "dataset": {"dir": os.path.abspath(dataset_dir), "fingerprint": meta["fingerprint"]},
         "config": dataclasses.asdict(config),
     })
-    if threshold is not None:
-        output["threshold"] = threshold
+    if decision is not None:
+        # Per-genre probability thresholds (what the export applies), and how they were
+        # chosen on validation.
+        output["threshold"] = decision["thresholds"]
+        output["decision"] = {k: v for k, v in decision.items() if k != "thresholds"}
         output["genres"] = list(meta["genres"])
     write_json(os.path.join(model_dir, "metrics.json"), output)
     log(json.dumps({k: output[k] for k in ("task", "model", "val", "test", "examples_per_s",
