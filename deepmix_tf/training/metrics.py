@@ -67,6 +67,9 @@ def choose_genre_decision(y_true, logits, prior, adjustments=ADJUSTMENTS,
 
 
 def _micro_macro_f1(y_true, predicted):
+    """`f1_scores`' micro and macro F1 of boolean predictions, in NumPy: the grid search
+    scores some 800 pairs, too many to build Keras metrics for (a test checks that both
+    agree)."""
     tp = np.sum(predicted & y_true, axis=0)
     wrong = np.sum(predicted ^ y_true, axis=0)  # false positives + false negatives
     micro = 2 * tp.sum() / max(2 * tp.sum() + wrong.sum(), 1)
