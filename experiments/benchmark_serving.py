@@ -8,7 +8,7 @@ Prints batch-1 latency (p50, p99 over --requests calls) and batch-N throughput, 
 same latency for a trivial SavedModel taking the same inputs: the cost of calling a loaded
 signature from Python, which TF Serving's C++ server does not pay. With --evaluate it also
 scores the whole test split through the signature (rating MAE/RMSE, or genre micro/macro-F1
-at the exported threshold), to see what an export option such as --precision=bfloat16 costs.
+at the exported per-genre thresholds), to see what an export option such as --precision=bfloat16 costs.
 """
 
 import time

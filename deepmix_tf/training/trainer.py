@@ -161,21 +161,19 @@ def _predict(model, dataset):
     return np.concatenate(labels), np.concatenate(predictions)
 
 
-def evaluate(network, task, datasets, decision=None, prior=None):
+def evaluate(network, task, datasets, prior=None):
     """Metrics of every split in `datasets` ({"val": ds, "test": ds}).
 
-    For genres, predictions are `probability >= threshold` per genre, with the thresholds
-    of `decision` (a dict of `metrics.choose_genre_decision`) or, when it is None, chosen
-    on "val" from the training split's genre shares `prior`. Returns (metrics per split,
-    the decision or None).
+    For genres, predictions are `probability >= threshold` per genre, the thresholds
+    chosen on "val" from the training split's genre shares `prior`
+    (`metrics.choose_genre_decision`). Returns (metrics per split, that decision or None).
     """
     results, outputs = {}, {name: _predict(network, ds) for name, ds in datasets.items()}
     if task == "rating":
         for name, (y, p) in outputs.items():
             results[name] = metrics_lib.rating_metrics(y, p)
         return results, None
-    if decision is None:
-        decision = metrics_lib.choose_genre_decision(*outputs["val"], prior)
+    decision = metrics_lib.choose_genre_decision(*outputs["val"], prior)
     for name, (y, logits) in outputs.items():
         results[name] = metrics_lib.f1_scores(y, 1 / (1 + np.exp(-logits)),
                                               decision["thresholds"])
