@@ -165,6 +165,35 @@ def test_deepmix_network_overfits_a_small_training_split(small_build):
     assert history.history["mae"][-1] < 0.1 * baseline
 
 
+def _fed_by(model, name):
+    """Names of the layers whose outputs layer `name` reads."""
+    node = model.get_layer(name)._inbound_nodes[0]
+    return {t._keras_history.operation.name for t in node.input_tensors}
+
+
+def test_deepmix_combines_wire_the_parts_as_documented(small_build):
+    meta = tfrecords.read_metadata(small_build)["tasks"]["rating"]
+    wiring = {}
+    for combine in ("stacked", "parallel", "towers"):
+        config = _tiny("rating", "deepmix", combine=combine, dropout=0.0)
+        _, network, _ = build_model(config, meta, load_tables(small_build, config))
+        wiring[combine] = {name: _fed_by(network, name)
+                           for name in ("cross_net_mix", "scoring_0", "rating")}
+    # The paper's order: residual block -> CrossNetMix -> scoring MLP -> rating.
+    assert wiring["stacked"] == {"cross_net_mix": {"residual_block_0"},
+                                 "scoring_0": {"cross_net_mix"}, "rating": {"scoring_0"}}
+    # Both read the stacked features; the scoring MLP reads both outputs.
+    assert wiring["parallel"] == {"cross_net_mix": {"stacking"}, "scoring_0": {"combine"},
+                                  "rating": {"scoring_0"}}
+    # DCN-V2's parallel form: CrossNetMix beside a deep tower (residual block -> MLP), and
+    # the output layer reads both.
+    assert wiring["towers"] == {"cross_net_mix": {"stacking"},
+                                "scoring_0": {"residual_block_0"}, "rating": {"combine"}}
+    assert _fed_by(network, "combine") == {"cross_net_mix", "scoring_0"}
+    with pytest.raises(ValueError, match="combine must be one of"):
+        Config(combine="side_by_side")
+
+
 def test_config_round_trips_and_rejects_unknown_fields(tmp_path):
     config = _tiny("genre", "dcn_v2", head_units=[32, 16])
     config.to_json(tmp_path / "c.json")

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases")
+COMBINES = ("stacked", "parallel", "towers")
 
 
 @dataclasses.dataclass
@@ -27,8 +28,11 @@ class Config:
         activation: activation of the MLP layers.
         cross_layers, num_experts, low_rank, cross_activation: CrossNetMix (and dcn_v2's
             FeatureCross, which uses `cross_layers` and `low_rank`).
-        combine: "stacked" (residual blocks then CrossNetMix, the paper's order) or
-            "parallel" (both read the stacked embeddings; their outputs are concatenated).
+        combine: how DeepMix joins its parts (see `networks.deepmix`): "stacked"
+            (residual blocks, CrossNetMix, scoring MLP: the paper's order), "parallel"
+            (residual blocks and CrossNetMix side by side, the scoring MLP over both) or
+            "towers" (CrossNetMix beside residual blocks -> scoring MLP, the output layer
+            over both: DCN-V2's parallel form).
         head_units: hidden units of the MLP before the output (DCN-V2's deep part, DLRM's
             top MLP, DeepMix's scoring layer).
         bottom_units: DLRM's bottom MLP over dense features.
@@ -73,8 +77,8 @@ class Config:
             raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}")
         if self.task not in ("rating", "genre"):
             raise ValueError(f"unknown task {self.task!r}; expected 'rating' or 'genre'")
-        if self.combine not in ("stacked", "parallel"):
-            raise ValueError(f"combine must be 'stacked' or 'parallel', got {self.combine!r}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
 
     def to_json(self, path):
         from deepmix_tf.files import write_json

@@ -14,9 +14,12 @@ from deepmix_tf.models.stacking import (RatingHead, embed, head, l2_regularizer,
 def deepmix(inputs, x0, config):
     """DeepMix: DNN residual blocks and CrossNetMix over the stacked features.
 
-    `combine="stacked"` follows the paper (residual blocks, then CrossNetMix);
-    `combine="parallel"` runs both on the stacked vector and concatenates them (DCN-V2's
-    parallel structure).
+    `combine="stacked"` follows the paper: residual blocks, CrossNetMix, scoring MLP.
+    `combine="parallel"` runs the residual blocks and CrossNetMix on the stacked vector and
+    the scoring MLP on their concatenated outputs. `combine="towers"` is DCN-V2's parallel
+    structure: CrossNetMix beside a deep tower (residual blocks, then the scoring MLP),
+    their outputs concatenated into the output layer; its MLP reads the stacked width
+    instead of twice it.
     """
     x = x0
     for i in range(config.residual_blocks):
@@ -29,6 +32,9 @@ def deepmix(inputs, x0, config):
                         kernel_regularizer=l2_regularizer(config), name="cross_net_mix")
     if config.combine == "stacked":
         x = cross(x)
+    elif config.combine == "towers":
+        deep = mlp(x, config.head_units, config, "scoring")
+        return keras.layers.Concatenate(name="combine")([cross(x0), deep])
     else:
         x = keras.layers.Concatenate(name="combine")([cross(x0), x])
     return mlp(x, config.head_units, config, "scoring")
