@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from deepmix_tf.data import tfrecords
 from deepmix_tf.export import export_run
+from deepmix_tf.models.stacking import RatingHead
 from deepmix_tf.training import trainer
 
 TINY = dict(embedding_dim=4, low_rank=4, num_experts=2, head_units=[8], batch_size=64,
@@ -133,6 +134,14 @@ def test_an_xla_compiled_export_serves_the_same_predictions(small_data, tmp_path
     assert signature["jit_compile"] is True
 
 
+def _all_layers(model):
+    """Every layer of `model`, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def test_a_bfloat16_export_keeps_the_network_in_bfloat16_and_the_signature_unchanged(
         small_data, tmp_path):
     model_dir = _train(small_data, tmp_path, "rating")
@@ -146,14 +155,16 @@ def test_a_bfloat16_export_keeps_the_network_in_bfloat16_and_the_signature_uncha
     # Rounded arithmetic, so not float32's answer, yet close to it.
     assert 1e-5 < difference.max() < 0.05, difference.max()
     # Every float weight is stored in bfloat16 but the output layer's, which stays float32
-    # (its kernel (8, 1) after the 8-unit head of TINY, and its bias).
+    # (its kernel and its bias).
+    head = next(layer for layer in _all_layers(model) if isinstance(layer, RatingHead))
+    output_kernel = tuple(head.dense.kernel.shape)
     stored = tf.train.load_checkpoint(os.path.join(export, "variables", "variables"))
     shapes = stored.get_variable_to_shape_map()
     by_dtype = {}
     for name, dtype in stored.get_variable_to_dtype_map().items():
         by_dtype.setdefault(dtype, set()).add(tuple(shapes[name]))
     assert len(by_dtype[tf.bfloat16]) > 5
-    assert by_dtype[tf.float32] == {(8, 1), (1,)}, by_dtype
+    assert by_dtype[tf.float32] == {output_kernel, (1,)}, by_dtype
     signature = json.loads(open(os.path.join(export, "assets.extra",
                                              "deepmix_signature.json")).read())
     assert signature["precision"] == "bfloat16"
