@@ -52,9 +52,11 @@ def default_config(task, model="deepmix", **overrides):
         config = config.replace(embedding_dim=8, batch_size=32, epochs=300, patience=30,
                                 dropout=0.5, l2=1e-3, head_units=[64], low_rank=16,
                                 learning_rate=1e-3)
-        if model == "deepmix":
+        if model in ("deepmix", "dcn_v2"):
             # Validation micro/macro-F1, means of seeds 42, 1, 2 (2026-11-25): a 128-unit
-            # scoring layer 0.7794/0.6969 vs 0.7751/0.6883 with 64. Not better: 3 cross
+            # head MLP, DeepMix 0.7794/0.6969 vs 0.7751/0.6883 with 64, DCN-V2
+            # 0.7639/0.6811 vs 0.7638/0.6721. DLRM's top MLP lost (0.7233/0.5786 vs
+            # 0.7195/0.5905); Deep Crossing has none. Not better for DeepMix: 3 cross
             # layers 0.7714/0.6903, 8 experts 0.7719/0.6905, embeddings of 16
             # 0.7630/0.6786, the narrow residual block 0.7679/0.6956, `towers`
             # 0.7656/0.6713.
