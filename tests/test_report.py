@@ -41,6 +41,30 @@ def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     text = report.markdown(summary)
     assert "| deepmix | rel-movielens1m | 2 | 0.6900 ± 0.0100 |" in text
     assert "reference: paper (DeepMix)" in text
+    assert "- rating (rel-movielens1m): no baseline runs to compare with." in text
+
+
+def test_report_says_where_deepmix_does_not_beat_a_baseline(tmp_path):
+    _run(tmp_path, "a", "rating", "deepmix", 1, {"mae": 0.68, "rmse": 0.90})
+    _run(tmp_path, "b", "rating", "dcn_v2", 1, {"mae": 0.69, "rmse": 0.88})
+    _run(tmp_path, "c", "rating", "biases", 1, {"mae": 0.73, "rmse": 0.95})
+    _run(tmp_path, "d", "genre", "deepmix", 1, {"micro_f1": 0.75, "macro_f1": 0.66})
+    _run(tmp_path, "e", "genre", "dcn_v2", 1, {"micro_f1": 0.74, "macro_f1": 0.67})
+    _run(tmp_path, "f", "genre", "deepmix", 1, {"micro_f1": 0.80, "macro_f1": 0.70},
+         tables=("movie_graph", "node"))  # a DeepMix variant, not a baseline
+    summary = report.summarize(report.load_runs([str(tmp_path)]))
+    assert report.against_baselines({k: v for k, v in summary.items()
+                                     if k[1] in ("deepmix", "biases")}) == [
+        "- rating (rel-movielens1m): DeepMix beats every baseline on every metric.",
+        "- genre (rel-movielens1m): no baseline runs to compare with."]
+    lines = report.against_baselines(summary)
+    # Lower MAE/RMSE is better, higher F1 is better; only the losses are named.
+    assert lines == [
+        "- rating (rel-movielens1m): DeepMix does not beat dcn_v2 on test rmse "
+        "(0.9000 against 0.8800).",
+        "- genre (rel-movielens1m): DeepMix does not beat dcn_v2 on test macro_f1 "
+        "(0.6600 against 0.6700).",
+    ]
 
 
 def test_report_command_writes_table_summary_and_chart(tmp_path):

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 METRICS = {"rating": ("mae", "rmse"), "genre": ("micro_f1", "macro_f1")}
+LOWER_IS_BETTER = {"mae", "rmse"}
 
 # Numbers not measured by this project, shown as labelled reference rows.
 REFERENCES = [
@@ -80,7 +81,35 @@ def markdown(summary):
                 cells = [f"{values[m]:.3f}" if m in values else "" for m in metrics]
                 lines.append(f"| {label} | rel-movielens1m | | " + " | ".join(cells) + " | |")
         lines.append("")
+    lines += ["### DeepMix against its baselines", ""] + against_baselines(summary) + [""]
     return "\n".join(lines)
+
+
+def against_baselines(summary, protocol="rel-movielens1m"):
+    """One line per task: where DeepMix's mean test metric is not better than a measured
+    baseline's (rows with node embeddings and reference rows are not baselines)."""
+    lines = []
+    for task, metrics in METRICS.items():
+        ours = summary.get((task, "deepmix", protocol))
+        if ours is None:
+            continue
+        behind, baselines = [], 0
+        for (t, label, p), row in summary.items():
+            if t != task or p != protocol or label.startswith("deepmix"):
+                continue
+            baselines += 1
+            for m in metrics:
+                a, b = ours[f"test_{m}_mean"], row[f"test_{m}_mean"]
+                if not (a < b if m in LOWER_IS_BETTER else a > b):
+                    behind.append(f"{label} on test {m} ({a:.4f} against {b:.4f})")
+        if not baselines:
+            verdict = "no baseline runs to compare with."
+        elif behind:
+            verdict = "DeepMix does not beat " + "; ".join(behind) + "."
+        else:
+            verdict = "DeepMix beats every baseline on every metric."
+        lines.append(f"- {task} ({protocol}): {verdict}")
+    return lines
 
 
 def summary_json(summary, speed=None):
