@@ -103,8 +103,8 @@ def main(argv):
 def comparison_config(batch_size):
     """DeepMix at the settings of the comparison: DCNMix's cross network (2 layers, 4 experts,
     low rank 32, tanh as in DeepCTR), DNN 256-128 (DeepMix's scoring MLP), embeddings of 16,
-    Adam at 1e-3; everything else is DeepMix's rating default (one residual block, parallel
-    form)."""
+    Adam at 1e-3; everything else is DeepMix's rating default (one residual block of hidden
+    width 0.25x, the `towers` form)."""
     from deepmix_tf.training.trainer import default_config
 
     return default_config("rating", "deepmix", embedding_dim=16, cross_layers=2,

@@ -29,8 +29,8 @@ def default_config(task, model="deepmix", **overrides):
     """The default configuration of a task and model (flags and `--config` override it)."""
     # DeepMix's parallel form (CrossNetMix and the residual block side by side) was chosen
     # on validation for both tasks, means of seeds 42, 1, 2: rating MAE 0.6693 vs 0.6725
-    # stacked, genre micro/macro-F1 0.772/0.668 vs 0.770/0.638. `combine` changes nothing
-    # in the other models.
+    # stacked, genre micro/macro-F1 0.772/0.668 vs 0.770/0.638 (ratings later moved to
+    # `towers`, below). `combine` changes nothing in the other models.
     config = Config(task=task, model=model, combine="parallel")
     if task == "rating" and model == "deepmix":
         # Chosen on validation MAE, means of seeds 42, 1, 2 (2026-11-25): CrossNetMix with
