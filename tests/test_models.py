@@ -187,11 +187,11 @@ def _fed_by(model, name):
 
 def test_deepmix_combines_wire_the_parts_as_documented(small_build):
     meta = tfrecords.read_metadata(small_build)["tasks"]["rating"]
-    wiring = {}
+    networks, wiring = {}, {}
     for combine in ("stacked", "parallel", "towers"):
         config = _tiny("rating", "deepmix", combine=combine, dropout=0.0)
-        _, network, _ = build_model(config, meta, load_tables(small_build, config))
-        wiring[combine] = {name: _fed_by(network, name)
+        _, networks[combine], _ = build_model(config, meta, load_tables(small_build, config))
+        wiring[combine] = {name: _fed_by(networks[combine], name)
                            for name in ("cross_net_mix", "scoring_0", "rating")}
     # The paper's order: residual block -> CrossNetMix -> scoring MLP -> rating.
     assert wiring["stacked"] == {"cross_net_mix": {"residual_block_0"},
@@ -203,7 +203,7 @@ def test_deepmix_combines_wire_the_parts_as_documented(small_build):
     # the output layer reads both.
     assert wiring["towers"] == {"cross_net_mix": {"stacking"},
                                 "scoring_0": {"residual_block_0"}, "rating": {"combine"}}
-    assert _fed_by(network, "combine") == {"cross_net_mix", "scoring_0"}
+    assert _fed_by(networks["towers"], "combine") == {"cross_net_mix", "scoring_0"}
     with pytest.raises(ValueError, match="combine must be one of"):
         Config(combine="side_by_side")
 

@@ -32,12 +32,12 @@ def deepmix(inputs, x0, config):
                         kernel_regularizer=l2_regularizer(config), name="cross_net_mix")
     if config.combine == "stacked":
         x = cross(x)
-    elif config.combine == "towers":
-        deep = mlp(x, config.head_units, config, "scoring")
-        return keras.layers.Concatenate(name="combine")([cross(x0), deep])
-    else:
+    elif config.combine == "parallel":
         x = keras.layers.Concatenate(name="combine")([cross(x0), x])
-    return mlp(x, config.head_units, config, "scoring")
+    x = mlp(x, config.head_units, config, "scoring")
+    if config.combine == "towers":
+        x = keras.layers.Concatenate(name="combine")([cross(x0), x])
+    return x
 
 
 def deep_crossing(inputs, x0, config):
