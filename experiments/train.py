@@ -24,6 +24,9 @@ flags.DEFINE_enum("protocol", "rel-movielens1m", list(tfrecords.PROTOCOLS), "Spl
 flags.DEFINE_string("data_dir", None, "Data root holding ml-1m/ and/or rel-movielens1m/ "
                     "(default: $DEEPMIX_DATA_DIR, else ~/.cache/deepmix_tf/data).")
 flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords", "TFRecord builds (made if missing).")
+flags.DEFINE_string("dataset_dir", None, "A finished TFRecord build (<tfrecord_dir>/<protocol>, "
+                    "e.g. from experiments.build_tfrecords with other options) to use as it "
+                    "is, never rebuilt.")
 flags.DEFINE_string("model_dir", None, "Output folder (default artifacts/models/<model>-<task>).")
 flags.DEFINE_string("config", None, "JSON file of `Config` fields.")
 flags.DEFINE_integer("epochs", None, "Maximum epochs (early stopping may end sooner).")
@@ -71,7 +74,8 @@ def main(argv):
     config = config_from_flags()
     model_dir = FLAGS.model_dir or f"artifacts/models/{config.model}-{config.task}"
     trainer.train(config, data_dir=FLAGS.data_dir, tfrecord_dir=FLAGS.tfrecord_dir,
-                  model_dir=model_dir, verbose=FLAGS.verbose, strategy=strategy)
+                  model_dir=model_dir, verbose=FLAGS.verbose, strategy=strategy,
+                  dataset_dir=FLAGS.dataset_dir)
     if FLAGS.export_dir and distribute.is_chief(strategy):
         from deepmix_tf.export import export_run
 

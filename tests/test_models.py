@@ -236,6 +236,26 @@ def test_train_command_line(small_data, tmp_path):
     assert '"micro_f1"' in result.stdout
 
 
+def test_train_uses_a_given_build_as_it_is(small_data, tmp_path):
+    build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "custom"),
+                                      svd_dim={"rating": 2, "genre": 3}, log=_silent)
+    fingerprint = tfrecords.read_metadata(build)["fingerprint"]
+    written = trainer.train(_tiny("genre", "deepmix", epochs=1), data_dir=small_data["root"],
+                            tfrecord_dir=str(tmp_path / "unused"), dataset_dir=build,
+                            model_dir=str(tmp_path / "run"), log=_silent, verbose=0)
+    # Neither rebuilt with the default options nor copied elsewhere.
+    assert written["dataset"] == {"dir": build, "fingerprint": fingerprint}
+    assert tfrecords.read_metadata(build)["fingerprint"] == fingerprint
+    assert not os.path.exists(tmp_path / "unused")
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.get_layer("deepmix").get_layer("movie_table").dim == \
+        tfrecords.load_dense_table(build, "genre")[1].shape[1]
+    with pytest.raises(ValueError, match="'rel-movielens1m' build; the run's protocol is "
+                                         "'random'"):
+        trainer.train(_tiny("genre", "biases", protocol="random"), dataset_dir=build,
+                      model_dir=str(tmp_path / "run2"), log=_silent, verbose=0)
+
+
 def test_the_same_seed_gives_the_same_weights_twice_in_one_process(small_data, tmp_path):
     # In a fresh process: the first model built there once differed from later ones (an
     # import drew from Python's random generator after seeding).

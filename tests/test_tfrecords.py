@@ -78,6 +78,29 @@ def test_test_only_ids_are_not_in_vocabulary(small_data, tmp_path):
         "movie_id"]
 
 
+def test_graph_table_spectral_size_is_set_per_task(small_data, tmp_path):
+    messages = []
+    out = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "out"), num_shards=3,
+                                    svd_dim={"rating": 3, "genre": 5}, log=messages.append)
+    assert tfrecords.read_metadata(out)["svd_dim"] == {"rating": 3, "genre": 5}
+    for task, size in (("rating", 3), ("genre", 5)):
+        with np.load(os.path.join(out, task, "movie_graph.npz")) as table:
+            names = table["names"].tolist()
+            assert table["values"].shape[1] == len(names)
+        assert [n for n in names if n.startswith("svd_")] == [f"svd_{i}" for i in range(size)]
+    # Another size is another build; the defaults are SVD_DIMS.
+    messages.clear()
+    tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "out"), num_shards=3,
+                              svd_dim={"rating": 3, "genre": 4}, log=messages.append)
+    assert "up to date" not in messages[0]
+    assert tfrecords.svd_dims() == tfrecords.SVD_DIMS
+    assert tfrecords.svd_dims(6) == {"rating": 6, "genre": 6}
+    with pytest.raises(ValueError, match="every task"):
+        tfrecords.svd_dims({"genre": 4})
+    with pytest.raises(ValueError, match="rating task must be a positive int"):
+        tfrecords.svd_dims({"rating": 0, "genre": 4})
+
+
 def test_rebuild_is_skipped_when_sources_unchanged(small_data, tmp_path):
     out = _build(small_data, tmp_path)
     stamp = os.path.getmtime(os.path.join(out, "metadata.json"))

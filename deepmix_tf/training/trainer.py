@@ -205,7 +205,8 @@ def weights_digest(model):
 
 
 def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
-          model_dir="artifacts/models/run", log=print, verbose="auto", strategy=None):
+          model_dir="artifacts/models/run", log=print, verbose="auto", strategy=None,
+          dataset_dir=None):
     """Trains, evaluates and saves one model.
 
     Args:
@@ -217,6 +218,9 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
         verbose: Keras `fit` verbosity.
         strategy: `tf.distribute.Strategy` or None (see `distribute.make_strategy`). Under a
             multi-worker strategy every worker calls `train` with the same arguments.
+        dataset_dir: a finished TFRecord build (`<tfrecord_dir>/<protocol>`, e.g. one made
+            with other options by `build_tfrecords`) to use as it is, never rebuilt; when
+            set, `data_dir` and `tfrecord_dir` are not used.
 
     Returns:
         The metrics dict (the chief also writes it to `metrics.json`).
@@ -225,22 +229,26 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
     chief = distribute.is_chief(strategy)
     if chief:
         return _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, True,
-                      model_dir)
+                      model_dir, dataset_dir)
     # Workers other than the chief write what they must (see `_Backup`) to a scratch
     # folder that is removed afterwards.
     with tempfile.TemporaryDirectory(prefix="deepmix-worker-") as scratch:
         return _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy,
-                      False, scratch)
+                      False, scratch, dataset_dir)
 
 
 def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, chief,
-           out_dir):
+           out_dir, dataset_dir=None):
     workers = distribute.num_workers(strategy)
     if chief:
         os.makedirs(model_dir, exist_ok=True)
         config.to_json(os.path.join(model_dir, "config.json"))
-    dataset_dir = resolve_dataset(config, data_dir, tfrecord_dir, log, build=chief)
+    if dataset_dir is None:
+        dataset_dir = resolve_dataset(config, data_dir, tfrecord_dir, log, build=chief)
     meta = tfrecords.read_metadata(dataset_dir)
+    if meta.get("protocol") != config.protocol:
+        raise ValueError(f"{dataset_dir} is a {meta.get('protocol')!r} build; the run's "
+                         f"protocol is {config.protocol!r}")
     task_meta = meta["tasks"][config.task]
     if strategy is None:
         strategy = tf.distribute.get_strategy()
