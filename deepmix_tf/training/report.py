@@ -98,10 +98,13 @@ def against_baselines(summary, protocol="rel-movielens1m"):
             if t != task or p != protocol or label.startswith("deepmix"):
                 continue
             baselines += 1
+            lost = []
             for m in metrics:
                 a, b = ours[f"test_{m}_mean"], row[f"test_{m}_mean"]
                 if not (a < b if m in LOWER_IS_BETTER else a > b):
-                    behind.append(f"{label} on test {m} ({a:.4f} against {b:.4f})")
+                    lost.append(f"test {m} ({a:.4f} against {b:.4f})")
+            if lost:
+                behind.append(f"{label} on " + " or ".join(lost))
         if not baselines:
             verdict = "no baseline runs to compare with."
         elif behind:
