@@ -2,10 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from deepmix_tf.data import movielens, tfrecords
 from deepmix_tf.data.errors import DataFormatError
 
@@ -99,6 +102,23 @@ def test_graph_table_spectral_size_is_set_per_task(small_data, tmp_path):
         tfrecords.svd_dims({"genre": 4})
     with pytest.raises(ValueError, match="rating task must be a positive int"):
         tfrecords.svd_dims({"rating": 0, "genre": 4})
+
+
+def test_build_command_line_sets_one_task_s_spectral_size(small_data, tmp_path):
+    def build(*flags):
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.build_tfrecords",
+             f"--data_dir={small_data['root']}", f"--output_dir={tmp_path / 'out'}", *flags],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    done = build("--svd_dim=genre=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = tfrecords.read_metadata(str(tmp_path / "out" / "rel-movielens1m"))
+    assert meta["svd_dim"] == {**tfrecords.SVD_DIMS, "genre": 3}
+    assert meta["num_shards"] == 4  # what experiments.train builds, so it is reused
+    done = build("--svd_dim=genre=0")
+    assert done.returncode != 0 and "--svd_dim: expected task=size" in done.stderr
 
 
 def test_rebuild_is_skipped_when_sources_unchanged(small_data, tmp_path):
