@@ -54,7 +54,9 @@ def main():
     model = DCNMix(columns, columns, cross_num=spec["cross_layers"],
                    dnn_hidden_units=tuple(spec["dnn_hidden_units"]), low_rank=spec["low_rank"],
                    num_experts=spec["num_experts"], seed=spec["seed"], task="regression")
-    model.compile(tf.keras.optimizers.Adam(spec["learning_rate"]), spec["loss"])
+    steps_per_execution = spec["steps_per_execution"]
+    model.compile(tf.keras.optimizers.Adam(spec["learning_rate"]), spec["loss"],
+                  steps_per_execution=steps_per_execution)
 
     names = [name for name, _ in spec["sparse"]] + [name for name, _ in spec["dense"]]
     features, labels = timing.load_batches(spec["batches"], names, spec["batch_size"])
@@ -63,11 +65,12 @@ def main():
         features[name] = features[name][..., None]
     seconds, loss, fit_seconds = timing.time_fit(
         model, features, labels[..., None], spec["steps"], spec["warmup_steps"],
-        tf.keras.callbacks.Callback)
+        tf.keras.callbacks.Callback, steps_per_execution)
     write_json(args.result, timing.result(
         "deepctr_dcnmix", seconds, spec["steps"], spec["batch_size"], loss,
         fit_seconds=fit_seconds,
-        jit_compile=False, parameters=int(model.count_params()),
+        jit_compile=False, steps_per_execution=steps_per_execution,
+        parameters=int(model.count_params()),
         versions={"deepctr": deepctr.__version__, "tensorflow": tf.__version__,
                   "tf_keras": tf_keras.__version__}))
 

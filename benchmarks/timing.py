@@ -35,10 +35,12 @@ def load_batches(path, names, batch_size):
         return {name: split(data[f"x.{name}"]) for name in names}, split(labels)
 
 
-def time_fit(model, features, labels, steps, warmup_steps, callback_base):
+def time_fit(model, features, labels, steps, warmup_steps, callback_base,
+             steps_per_execution=1):
     """Seconds of `steps` optimizer steps of `model.fit` (compiled by the caller), in steady
     state: one `fit` call runs `warmup_steps + steps` steps and a callback notes the time at
-    the end of each; the clock runs from the end of the last warm-up step (tracing, XLA
+    the end of each call into TensorFlow (every `steps_per_execution` steps, the model's
+    compile setting); the clock runs from the end of the last warm-up step (tracing, XLA
     compilation, first allocations, `fit`'s own start-up are all before it) to the end of
     the last step.
 
@@ -47,19 +49,27 @@ def time_fit(model, features, labels, steps, warmup_steps, callback_base):
     Args:
         callback_base: the `Callback` class of the Keras that `model` belongs to
             (`keras.callbacks.Callback`, or `tf.keras.callbacks.Callback` under tf-keras).
+        steps_per_execution: the model's `steps_per_execution`; `steps` and `warmup_steps`
+            must be multiples of it, so that the clock's ends fall on step boundaries.
 
     Returns:
         (seconds, loss of the run as Keras reports it, seconds of the whole `fit` call).
     """
     import tensorflow as tf
 
+    for name, value in (("steps", steps), ("warmup_steps", warmup_steps)):
+        if value < 1 or value % steps_per_execution:
+            raise ValueError(f"{name} ({value}) must be a positive multiple of "
+                             f"steps_per_execution ({steps_per_execution})")
+
     class StepClock(callback_base):
         def __init__(self):
             super().__init__()
-            self.ends = []
+            self.ends = {}
 
         def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
+            # Keras gives the index of the last step of the call.
+            self.ends[batch] = time.perf_counter()
 
     clock = StepClock()
     batches = tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
@@ -67,9 +77,11 @@ def time_fit(model, features, labels, steps, warmup_steps, callback_base):
     history = model.fit(batches.take(warmup_steps + steps).prefetch(tf.data.AUTOTUNE),
                         verbose=0, callbacks=[clock])
     fit_seconds = time.perf_counter() - start
-    if len(clock.ends) != warmup_steps + steps:
-        raise RuntimeError(f"expected {warmup_steps + steps} step ends, saw {len(clock.ends)}")
-    seconds = clock.ends[-1] - clock.ends[warmup_steps - 1]
+    expected = list(range(steps_per_execution - 1, warmup_steps + steps, steps_per_execution))
+    if sorted(clock.ends) != expected:
+        raise RuntimeError(f"expected step ends {expected[:3]}... ({len(expected)} calls), saw "
+                           f"{sorted(clock.ends)[:3]}... ({len(clock.ends)} calls)")
+    seconds = clock.ends[warmup_steps + steps - 1] - clock.ends[warmup_steps - 1]
     return seconds, float(history.history["loss"][-1]), fit_seconds
 
 

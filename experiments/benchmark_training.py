@@ -14,7 +14,9 @@ times DeepMix and DeepCTR 0.9.4's `DCNMix` at equal settings (rating task, 2 cro
 4 experts, low rank 32, DNN 256-128, embedding 16, Adam, mse, batch `--batch_size`) on the
 same preprocessed training batches, each run in a fresh process of its own, alternating
 (DeepMix, DeepCTR, DeepMix, ... for `--repeats` rounds), and prints the median examples/s
-of each and their ratio. DeepCTR needs `pip install --no-deps -r benchmarks/requirements.txt`
+of each and their ratio. DeepMix runs `--steps_per_execution` (10) steps per call into
+TensorFlow, as Keras' `compile` offers; DCNMix runs tf-keras' default of 1 unless
+`--deepctr_steps_per_execution` says otherwise. DeepCTR needs `pip install --no-deps -r benchmarks/requirements.txt`
 and runs with TF_USE_LEGACY_KERAS=1 (benchmarks/deepctr_dcnmix.py); DeepMix (Keras 3) runs
 in `--worker=deepmix` processes of this program.
 """
@@ -41,6 +43,11 @@ flags.DEFINE_integer("batch_size", 1024, "Batch size.")
 flags.DEFINE_integer("steps", 100, "Timed steps per setting (per run with --compare_deepctr).")
 flags.DEFINE_list("jit_compile", ["false", "true"], "XLA settings to time (DeepMix's only, "
                   "with --compare_deepctr).")
+flags.DEFINE_integer("steps_per_execution", 10, "DeepMix's Keras `steps_per_execution`: "
+                     "training steps per call into TensorFlow.")
+flags.DEFINE_integer("deepctr_steps_per_execution", 1, "--compare_deepctr: DCNMix's "
+                     "`steps_per_execution` (1, tf-keras' default, is how DeepCTR's examples "
+                     "train).")
 flags.DEFINE_bool("compare_deepctr", False, "Time DeepMix against DeepCTR's DCNMix at equal "
                   "settings on the rating task, each in its own processes.")
 flags.DEFINE_integer("repeats", 3, "--compare_deepctr: rounds; each round runs every model "
@@ -80,7 +87,8 @@ def main(argv):
     meta = tfrecords.read_metadata(FLAGS.dataset_dir)["tasks"][FLAGS.task]
     for jit in FLAGS.jit_compile:
         config = default_config(FLAGS.task, FLAGS.model, batch_size=FLAGS.batch_size,
-                                jit_compile=jit.lower() == "true")
+                                jit_compile=jit.lower() == "true",
+                                steps_per_execution=FLAGS.steps_per_execution)
         preprocessor, network, _ = build_model(config, meta,
                                                load_tables(FLAGS.dataset_dir, config))
         features, labels = next(iter(tfrecords.make_dataset(
@@ -88,8 +96,10 @@ def main(argv):
         x = preprocessor({k: features[k] for k in preprocessor.input})
         batches = tf.data.Dataset.from_tensors((x, labels)).repeat(FLAGS.steps)
         network.compile(keras.optimizers.Adam(config.learning_rate), "mse",
-                        jit_compile=config.jit_compile)
-        network.fit(batches.take(5), verbose=0)  # tracing and compilation
+                        jit_compile=config.jit_compile,
+                        steps_per_execution=config.steps_per_execution)
+        # Tracing and compilation.
+        network.fit(batches.take(5 * config.steps_per_execution), verbose=0)
         start = time.perf_counter()
         network.fit(batches, verbose=0)
         seconds = (time.perf_counter() - start) / FLAGS.steps
@@ -100,17 +110,18 @@ def main(argv):
 # ------------------------------------------------------------------ DeepMix vs DeepCTR
 
 
-def comparison_config(batch_size):
+def comparison_config(batch_size, steps_per_execution=1):
     """DeepMix at the settings of the comparison: DCNMix's cross network (2 layers, 4 experts,
     low rank 32, tanh as in DeepCTR), DNN 256-128 (DeepMix's scoring MLP), embeddings of 16,
     Adam at 1e-3; everything else is DeepMix's rating default (one residual block of hidden
-    width 0.25x, the `towers` form)."""
+    width 0.25x, the `towers` form). `steps_per_execution` changes how often Keras returns
+    to Python, not what a step computes."""
     from deepmix_tf.training.trainer import default_config
 
     return default_config("rating", "deepmix", embedding_dim=16, cross_layers=2,
                           num_experts=4, low_rank=32, cross_activation="tanh",
                           learning_rate=1e-3, head_units=[256, 128], loss="mse",
-                          batch_size=batch_size)
+                          batch_size=batch_size, steps_per_execution=steps_per_execution)
 
 
 def _ensure_build(dataset_dir, data_dir):
@@ -207,14 +218,17 @@ def _deepmix_worker(spec_path, result_path):
     meta = tfrecords.read_metadata(spec["dataset_dir"])["tasks"][config.task]
     _, network, _ = build_model(config, meta, load_tables(spec["dataset_dir"], config))
     network.compile(keras.optimizers.Adam(config.learning_rate), config.loss,
-                    jit_compile=config.jit_compile)
+                    jit_compile=config.jit_compile,
+                    steps_per_execution=config.steps_per_execution)
     features, labels = timing.load_batches(spec["batches"], list(network.input),
                                            config.batch_size)
     seconds, loss, fit_seconds = timing.time_fit(network, features, labels, spec["steps"],
-                                                 spec["warmup_steps"], keras.callbacks.Callback)
+                                                 spec["warmup_steps"], keras.callbacks.Callback,
+                                                 config.steps_per_execution)
     write_json(result_path, timing.result(
         "deepmix", seconds, spec["steps"], config.batch_size, loss, fit_seconds=fit_seconds,
-        jit_compile=config.jit_compile, parameters=int(network.count_params()),
+        jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution,
+        parameters=int(network.count_params()),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__}))
 
 
@@ -246,10 +260,15 @@ def _compare_deepctr():
                  "leave --task and --model at their defaults")
     if FLAGS.repeats < 1 or FLAGS.steps < 1 or FLAGS.warmup_steps < 1 or FLAGS.num_batches < 1:
         sys.exit("--repeats, --steps, --warmup_steps and --num_batches must be >= 1")
+    for name in ("steps_per_execution", "deepctr_steps_per_execution"):
+        per_call = getattr(FLAGS, name)
+        if per_call < 1 or FLAGS.steps % per_call or FLAGS.warmup_steps % per_call:
+            sys.exit(f"--{name} ({per_call}) must be >= 1 and divide --steps "
+                     f"({FLAGS.steps}) and --warmup_steps ({FLAGS.warmup_steps})")
     command = "python -m experiments.benchmark_training " + shlex.join(sys.argv[1:])
     deepctr_python = FLAGS.deepctr_python or sys.executable
     _check_deepctr(deepctr_python)
-    config = comparison_config(FLAGS.batch_size)
+    config = comparison_config(FLAGS.batch_size, FLAGS.steps_per_execution)
     jits = [j.lower() == "true" for j in FLAGS.jit_compile]
     dataset_dir = os.path.abspath(FLAGS.dataset_dir)
     _ensure_build(dataset_dir, FLAGS.data_dir)
@@ -273,10 +292,12 @@ def _compare_deepctr():
                         "cross_layers": config.cross_layers, "num_experts": config.num_experts,
                         "low_rank": config.low_rank,
                         "dnn_hidden_units": list(config.head_units),
-                        "learning_rate": config.learning_rate, "loss": config.loss}
+                        "learning_rate": config.learning_rate, "loss": config.loss,
+                        "steps_per_execution": FLAGS.deepctr_steps_per_execution}
         print(f"{num_batches} batches of {config.batch_size}; {FLAGS.warmup_steps} warm-up + "
               f"{FLAGS.steps} timed steps per run; {FLAGS.repeats} round(s); every run in a "
-              "new process")
+              f"new process; steps per execution: DeepMix {config.steps_per_execution}, "
+              f"DCNMix {FLAGS.deepctr_steps_per_execution}")
         runs = {("deepmix", jit): [] for jit in jits}
         runs[("deepctr", None)] = []
         # Alternating: DeepMix (first XLA setting), DeepCTR, DeepMix (next setting), ...
@@ -351,7 +372,9 @@ def _compare_deepctr():
                     "low_rank": config.low_rank, "dnn_hidden_units": list(config.head_units),
                     "embedding_dim": config.embedding_dim, "task": "regression",
                     "sparse_features": sparse, "dense_features": dense,
-                    "jit_compile": False, "other_arguments": "DCNMix defaults"},
+                    "jit_compile": False,
+                    "steps_per_execution": FLAGS.deepctr_steps_per_execution,
+                    "other_arguments": "DCNMix defaults"},
                 "parameters": {"deepmix": first[("deepmix", jits[0])]["parameters"],
                                "deepctr_dcnmix": first[("deepctr", None)]["parameters"]},
             },

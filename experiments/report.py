@@ -37,7 +37,8 @@ def main(argv):
             "### training speed\n\n"
             f"DeepMix {speed['deepmix_examples_per_s']:,.0f} examples/s, DeepCTR DCNMix "
             f"{speed['deepctr_dcnmix_examples_per_s']:,.0f} examples/s: ratio "
-            f"{speed['ratio']:.2f} (medians over alternating rounds, equal settings; "
+            f"{speed['ratio']:.2f} (medians over alternating rounds, equal settings"
+            f"{_loop_settings(speed)}; "
             f"`{speed.get('command', 'python -m experiments.benchmark_training --compare_deepctr')}`)."
             "\n")
     text += "\n![test metrics](chart.png)\n"
@@ -46,6 +47,17 @@ def main(argv):
     write_json(os.path.join(FLAGS.output_dir, "summary.json"),
                report.summary_json(summary, speed))
     print(text)
+
+
+def _loop_settings(speed):
+    """How each side ran its steps (XLA, steps per call), when the speed file says."""
+    settings = speed.get("settings", {})
+    ours = settings.get("deepmix_config", {}).get("steps_per_execution")
+    theirs = settings.get("deepctr_dcnmix", {}).get("steps_per_execution")
+    if ours is None or theirs is None:
+        return ""
+    return (f"; DeepMix with jit_compile={speed.get('deepmix_jit_compile')} and {ours} steps "
+            f"per execution, DCNMix without XLA and {theirs}")
 
 
 if __name__ == "__main__":

@@ -273,7 +273,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
             monitor = "val_loss"
         network.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                         loss=compiled_loss, metrics=compiled_metrics,
-                        jit_compile=config.jit_compile)
+                        jit_compile=config.jit_compile,
+                        steps_per_execution=config.steps_per_execution)
 
     def preprocess(features):
         # Only the features the model uses: the records may hold more (timestamps, ...).
