@@ -16,9 +16,10 @@ same preprocessed training batches, each run in a fresh process of its own, alte
 (DeepMix, DeepCTR, DeepMix, ... for `--repeats` rounds), and prints the median examples/s
 of each and their ratio. DeepMix runs `--steps_per_execution` (10) steps per call into
 TensorFlow, as Keras' `compile` offers; DCNMix runs tf-keras' default of 1 unless
-`--deepctr_steps_per_execution` says otherwise. DeepCTR needs `pip install --no-deps -r benchmarks/requirements.txt`
-and runs with TF_USE_LEGACY_KERAS=1 (benchmarks/deepctr_dcnmix.py); DeepMix (Keras 3) runs
-in `--worker=deepmix` processes of this program.
+`--deepctr_steps_per_execution` says otherwise. DeepCTR needs
+`pip install --no-deps -r benchmarks/requirements.txt` and runs with TF_USE_LEGACY_KERAS=1
+(benchmarks/deepctr_dcnmix.py); DeepMix (Keras 3) runs in `--worker=deepmix` processes of
+this program.
 """
 
 import dataclasses
