@@ -4,6 +4,11 @@
     python -m experiments.train --task=genre \
         --node_embeddings artifacts/nodes/genre/node_embeddings.npy
 
+    python -m experiments.encode_nodes --task=genre --objective=graph_prior --epochs 12 \
+        --output_dir artifacts/nodes/genre_prior --data_dir ../shared/data
+    python -m experiments.train --task=genre --node_prior 5 \
+        --node_embeddings artifacts/nodes/genre_prior/node_embeddings.npy
+
 Reuses the existing files when texts, graph, encoder and settings are unchanged.
 """
 
@@ -19,6 +24,13 @@ flags.DEFINE_integer("epochs", None, "Contrastive training epochs of the decoder
 flags.DEFINE_integer("node_dim", None, "Node embedding size.")
 flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_list("targets", None, "Contrastive targets of the node vector: graph, text.")
+flags.DEFINE_enum("objective", None, ["contrastive", "graph_prior"], "What the decoder learns: "
+                  "contrastive (default; --targets) or graph_prior (predict the movie's "
+                  "spectral position in the rating graph from its text; for train "
+                  "--node_prior).")
+flags.DEFINE_integer("min_ratings", None, "graph_prior: learn from movies with at least this "
+                     "many ratings (default 1).")
+flags.DEFINE_integer("folds", None, "graph_prior: cross-fitting folds (default 5).")
 flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 
 
@@ -28,7 +40,8 @@ def main(argv):
     from deepmix_tf.text.node_embeddings import NodeConfig
     from deepmix_tf.text.pipeline import encode_nodes
 
-    overrides = {k: getattr(FLAGS, k) for k in ("epochs", "node_dim", "seed")
+    overrides = {k: getattr(FLAGS, k) for k in ("epochs", "node_dim", "seed", "objective",
+                                                "min_ratings", "folds")
                  if getattr(FLAGS, k) is not None}
     if FLAGS.targets:
         overrides["targets"] = tuple(FLAGS.targets)

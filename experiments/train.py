@@ -35,6 +35,9 @@ flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_string("node_embeddings", None, "node_embeddings.npy to feed as a dense movie "
                     "feature (from experiments.encode_nodes).")
+flags.DEFINE_float("node_prior", None, "With --node_embeddings from `encode_nodes "
+                   "--objective=graph_prior`: use them as the text's prior for the graph "
+                   "table's spectral columns, as strong as this many ratings (Config.node_prior).")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored (every local "
                   "device), multi_worker (cluster from $TF_CONFIG; see BUILD.md), "
@@ -52,7 +55,8 @@ def config_from_flags():
         with open(FLAGS.config) as f:
             overrides.update(json.load(f))
         Config(**{**dataclasses.asdict(Config()), **overrides})  # validates the names
-    for name in ("epochs", "batch_size", "learning_rate", "seed", "node_embeddings"):
+    for name in ("epochs", "batch_size", "learning_rate", "seed", "node_embeddings",
+                 "node_prior"):
         if getattr(FLAGS, name) is not None:
             overrides[name] = getattr(FLAGS, name)
     if FLAGS.node_embeddings:

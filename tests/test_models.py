@@ -275,3 +275,45 @@ def test_the_same_seed_gives_the_same_weights_twice_in_one_process(small_data, t
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = result.stdout.split("\n")[:2]
     assert first == second
+
+
+def test_graph_prior_moves_movies_by_how_few_ratings_they_have():
+    from deepmix_tf.data.graph import graph_prior
+
+    names = ["log_count", "mean_rating", "svd_0", "svd_1"]
+    values = np.array([[np.log1p(0), 0, 0, 0], [np.log1p(5), 3, 1, 0],
+                       [np.log1p(5000), 4, 0, 1]], np.float32)
+    node = np.array([[0, 2.0], [0, 3.0], [3.0, 0]], np.float32)
+    out = graph_prior(values, names, node, strength=5)
+    np.testing.assert_array_equal(out[:, :2], values[:, :2])  # other columns untouched
+    np.testing.assert_allclose(out[0, 2:], [0, 1], atol=1e-6)  # no ratings: the text's
+    # As many ratings as the strength: halfway between both directions.
+    np.testing.assert_allclose(out[1, 2:], [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-5)
+    np.testing.assert_allclose(out[2, 2:], [0, 1], atol=2e-3)  # many ratings: its own
+    with pytest.raises(ValueError, match="encode_nodes --objective=graph_prior"):
+        graph_prior(values, names, node[:, :1], 5)
+
+
+def test_node_prior_replaces_the_spectral_columns_instead_of_adding_some(small_build,
+                                                                          tmp_path):
+    ids, _, names = tfrecords.load_dense_table(small_build, "genre", with_names=True)
+    spectral = [name for name in names if name.startswith("svd_")]
+    node = np.random.default_rng(0).normal(size=(len(ids), len(spectral))).astype(np.float32)
+    path = tmp_path / "node_embeddings.npy"
+    np.save(path, node)
+    np.save(tmp_path / "node_embeddings.ids.npy", ids)
+    prior = _tiny("genre", "deepmix", dense_tables=["movie_graph", "node"],
+                  node_embeddings=str(path), node_prior=5.0)
+    _, base = load_tables(small_build, _tiny("genre", "deepmix"))
+    _, blended = load_tables(small_build, prior)
+    _, appended = load_tables(small_build, prior.replace(node_prior=0.0))
+    assert blended.shape == base.shape
+    assert appended.shape == (base.shape[0], base.shape[1] + len(spectral))
+    changed = ~np.isclose(blended, base, atol=1e-5).all(axis=0)
+    assert changed.any() and all(names[i].startswith("svd_")
+                                 for i in np.flatnonzero(changed))
+    np.save(path, node[:, :3])
+    with pytest.raises(ValueError, match="node_embeddings.npy"):
+        load_tables(small_build, prior)
+    with pytest.raises(ValueError, match="node_prior"):
+        prior.replace(node_prior=-1.0)

@@ -8,13 +8,13 @@ import pytest
 from deepmix_tf.training import report
 
 
-def _run(root, name, task, model, seed, test, tables=("movie_graph",)):
+def _run(root, name, task, model, seed, test, tables=("movie_graph",), node_prior=0.0):
     path = root / name
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps({
         "task": task, "model": model, "protocol": "rel-movielens1m", "seed": seed,
         "examples_per_s": 1000.0 * seed, "test": test, "val": test,
-        "config": {"dense_tables": list(tables)}}))
+        "config": {"dense_tables": list(tables), "node_prior": node_prior}}))
     stamp = 1_700_000_000 + len(list(root.iterdir()))  # later runs are newer
     os.utime(path / "metrics.json", (stamp, stamp))
 
@@ -26,6 +26,8 @@ def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     _run(tmp_path, "c", "genre", "deepmix", 1, {"micro_f1": 0.7, "macro_f1": 0.5})
     _run(tmp_path, "d", "genre", "deepmix", 1, {"micro_f1": 0.6, "macro_f1": 0.4},
          tables=("movie_graph", "node"))
+    _run(tmp_path, "e", "genre", "deepmix", 1, {"micro_f1": 0.8, "macro_f1": 0.6},
+         tables=("movie_graph", "node"), node_prior=5.0)
     summary = report.summarize(report.load_runs([str(tmp_path)]))
     row = summary[("rating", "deepmix", "rel-movielens1m")]
     assert row["seeds"] == 2
@@ -37,6 +39,7 @@ def test_summary_groups_seeds_and_keeps_node_runs_apart(tmp_path):
     assert out["rating"]["deepmix"] == {"seeds": 2, "test_mae_mean": pytest.approx(0.69),
                                         "test_mae_std": pytest.approx(0.01)}
     assert out["genre"]["deepmix + node embeddings"]["test_micro_f1_mean"] == 0.6
+    assert out["genre"]["deepmix + node prior"]["test_micro_f1_mean"] == 0.8
     assert out["speed"] == {"ratio": 2.0}
     text = report.markdown(summary)
     assert "| deepmix | rel-movielens1m | 2 | 0.6900 ± 0.0100 |" in text

@@ -1,6 +1,7 @@
 """The pretrained sentence encoder (against the original model's golden embeddings), the
 NodeEncoder, movie texts and the node-embedding files."""
 
+import dataclasses
 import json
 import os
 
@@ -160,3 +161,28 @@ def test_node_embedding_files_are_complete_deterministic_and_cached(small_data, 
     encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
                  force=True, log=lambda _: None, progress=False)
     np.testing.assert_allclose(np.load(path), first, atol=1e-5)
+
+
+def test_graph_prior_node_embeddings_have_one_column_per_spectral_column(small_data,
+                                                                          tmp_path):
+    build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
+                                      log=lambda _: None)
+    out = str(tmp_path / "nodes")
+    config = dataclasses.replace(TINY_NODES, objective="graph_prior", min_ratings=1)
+    path = encode_nodes(small_data["root"], build, out, task="genre", config=config,
+                        log=lambda _: None, progress=False)
+    node = np.load(path)
+    _, _, names = tfrecords.load_dense_table(build, "genre", with_names=True)
+    assert node.shape == (len(small_data["movies"]),
+                          sum(name.startswith("svd_") for name in names))
+    assert np.isfinite(node).all() and np.linalg.norm(node, axis=1).min() > 0
+    meta = read_metadata(out)
+    assert meta["config"]["objective"] == "graph_prior"
+    assert "spectral position" in meta["training"]["objective"]
+    assert "cross-fitted" in meta["training"]["objective"]
+    assert [len(f) for f in meta["training"]["fold_held_out_losses"]] == [
+        config.epochs] * config.folds
+    with pytest.raises(ValueError, match="objective"):
+        NodeConfig(objective="labels")
+    with pytest.raises(ValueError, match="folds"):
+        NodeConfig(folds=1)

@@ -97,3 +97,46 @@ def movie_graph_features(ratings, users, movie_ids, svd_dim=32, seed=0):
 
     table = np.concatenate([np.stack(columns, axis=1), spectral], axis=1).astype(np.float32)
     return table[_rows(movie_ids, index)], names
+
+
+def graph_prior(graph_values, graph_names, node, strength):
+    """The spectral columns of a movie graph table, each movie's pulled towards its text's
+    estimate as an empirical-Bayes prior: with `n` ratings,
+
+        svd' = normalise(n / (n + strength) * svd + strength / (n + strength) * normalise(node))
+
+    A movie without ratings takes the text's position, one with many keeps its own.
+
+    Args:
+        graph_values: float (movies, d) raw table of `data.graph.movie_graph_features`
+            (`log_count` and `svd_*` columns among them).
+        graph_names: the table's d column names.
+        node: float (movies, k) node embeddings of the "graph_prior" objective
+            (`text.node_embeddings`), same rows.
+        strength: float > 0, the number of ratings at which graph and text weigh the same.
+
+    Returns:
+        A float32 copy of `graph_values` with the new spectral columns.
+    """
+    names = list(graph_names)
+    columns = [i for i, name in enumerate(names) if str(name).startswith("svd_")]
+    if "log_count" not in names or not columns:
+        raise ValueError("the movie graph table has no log_count or svd_* columns; a graph "
+                         "prior needs both")
+    if node.shape != (graph_values.shape[0], len(columns)):
+        raise ValueError(f"node embeddings of shape {node.shape} cannot be a prior for the "
+                         f"{len(columns)} spectral columns of {graph_values.shape[0]} movies: "
+                         "make them with `experiments.encode_nodes --objective=graph_prior` "
+                         "from the same TFRecord build")
+    if not strength > 0:
+        raise ValueError(f"graph prior strength must be > 0, got {strength!r}")
+
+    def unit(x):
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0)
+
+    count = np.expm1(np.asarray(graph_values, np.float64)[:, names.index("log_count")])
+    weight = (count / (count + strength))[:, None]
+    out = np.array(graph_values, np.float32)
+    out[:, columns] = unit(weight * graph_values[:, columns] + (1 - weight) * unit(node))
+    return out

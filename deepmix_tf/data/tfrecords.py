@@ -304,10 +304,13 @@ def read_metadata(dataset_dir):
         ) from None
 
 
-def load_dense_table(dataset_dir, task, name=MOVIE_GRAPH):
-    """A dense per-movie table of a build: (movie_id int64 (n,), values float32 (n, d))."""
+def load_dense_table(dataset_dir, task, name=MOVIE_GRAPH, with_names=False):
+    """A dense per-movie table of a build: (movie_id int64 (n,), values float32 (n, d)),
+    and its d column names as a list of str when `with_names`."""
     meta = read_metadata(dataset_dir)["tasks"][task]["dense_tables"][name]
     with np.load(os.path.join(dataset_dir, meta["file"])) as data:
+        if with_names:
+            return data["movie_id"], data["values"], [str(n) for n in data["names"]]
         return data["movie_id"], data["values"]
 
 

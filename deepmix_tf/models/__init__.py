@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from deepmix_tf.data import schema, tfrecords
+from deepmix_tf.data.graph import graph_prior
 from deepmix_tf.models.config import MODELS, Config
 from deepmix_tf.models.preprocessing import build_preprocessor
 from deepmix_tf.models.stacking import standardize
@@ -22,7 +23,8 @@ def load_tables(dataset_dir, config):
         return None
     parts, ids = [], None
     if "movie_graph" in config.dense_tables:
-        ids, values = tfrecords.load_dense_table(dataset_dir, config.task)
+        ids, values, names = tfrecords.load_dense_table(dataset_dir, config.task,
+                                                        with_names=True)
         parts.append(values)
     if "node" in config.dense_tables:
         if not config.node_embeddings:
@@ -38,7 +40,15 @@ def load_tables(dataset_dir, config):
             for row, m in enumerate(ids.tolist()):
                 if m in position:
                     aligned[row] = node[position[m]]
-        parts.append(aligned)
+        if config.node_prior:
+            if "movie_graph" not in config.dense_tables:
+                raise ValueError("node_prior > 0 needs the 'movie_graph' dense table")
+            try:
+                parts[0] = graph_prior(parts[0], names, aligned, config.node_prior)
+            except ValueError as e:
+                raise ValueError(f"{config.node_embeddings}: {e}") from None
+        else:
+            parts.append(aligned)
     unknown = set(config.dense_tables) - {"movie_graph", "node"}
     if unknown:
         raise ValueError(f"unknown dense tables {sorted(unknown)}; expected 'movie_graph', 'node'")

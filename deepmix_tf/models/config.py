@@ -19,6 +19,10 @@ class Config:
         dense_tables: per-movie dense tables fed as dense features ("movie_graph", "node").
         node_embeddings: path of a `node_embeddings.npy` (rows follow the `.ids.npy` beside
             it), or None.
+        node_prior: 0 to append the node embeddings to the dense features. When > 0, they
+            must come from `encode_nodes --objective=graph_prior` and are not appended:
+            they become the text's prior for the spectral columns of the movie graph table,
+            weighted `node_prior / (node_prior + ratings)` (`data.graph.graph_prior`).
         embedding_dim: size of each categorical embedding.
         residual_blocks: DNN residual blocks (DeepMix) or Deep Crossing units (deep_crossing).
         residual_width: hidden width multiplier of a residual block (of the stacked width).
@@ -52,6 +56,7 @@ class Config:
     features: list = None
     dense_tables: list = dataclasses.field(default_factory=lambda: ["movie_graph"])
     node_embeddings: str = None
+    node_prior: float = 0.0
     embedding_dim: int = 16
     residual_blocks: int = 1
     residual_width: float = 2.0
@@ -83,6 +88,8 @@ class Config:
             raise ValueError(f"unknown task {self.task!r}; expected 'rating' or 'genre'")
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if not self.node_prior >= 0:
+            raise ValueError(f"node_prior must be >= 0, got {self.node_prior!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be a positive int, got "
                              f"{self.steps_per_execution!r}")

@@ -24,6 +24,8 @@ class NodeEncoder(keras.layers.Layer):
         intermediate_dim: int. Feed-forward width of each layer. Defaults to 512.
         node_dim: int. Size of the node embedding. Defaults to 64.
         dropout: float. Dropout inside the decoder layers. Defaults to 0.1.
+        projection_initializer: initializer of `W`. Defaults to "glorot_uniform"; "zeros"
+            starts a regression from predicting `b`.
 
     Call arguments:
         encoder_sequence: float tensor (batch, length, d).
@@ -36,14 +38,16 @@ class NodeEncoder(keras.layers.Layer):
     """
 
     def __init__(self, num_queries=4, num_layers=1, num_heads=4, intermediate_dim=512,
-                 node_dim=64, dropout=0.1, **kwargs):
+                 node_dim=64, dropout=0.1, projection_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.num_queries, self.num_layers, self.num_heads = num_queries, num_layers, num_heads
         self.intermediate_dim, self.node_dim, self.dropout = intermediate_dim, node_dim, dropout
         self.decoders = [keras_hub.layers.TransformerDecoder(
             intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout,
             name=f"decoder_{j}") for j in range(num_layers)]
-        self.projection = keras.layers.Dense(node_dim, name="projection")
+        self.projection_initializer = keras.initializers.get(projection_initializer)
+        self.projection = keras.layers.Dense(node_dim, name="projection",
+                                             kernel_initializer=self.projection_initializer)
 
     def build(self, encoder_sequence_shape, padding_mask_shape=None):
         hidden = encoder_sequence_shape[-1]
@@ -72,4 +76,6 @@ class NodeEncoder(keras.layers.Layer):
         return {**super().get_config(), "num_queries": self.num_queries,
                 "num_layers": self.num_layers, "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim, "node_dim": self.node_dim,
-                "dropout": self.dropout}
+                "dropout": self.dropout,
+                "projection_initializer": keras.initializers.serialize(
+                    self.projection_initializer)}

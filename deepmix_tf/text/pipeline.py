@@ -32,7 +32,8 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     Args:
         data_dir: data root holding `rel-movielens1m/` (the movie table with text).
         dataset_dir: a TFRecord build (`<tfrecord_dir>/<protocol>`): its rating-graph table
-            of `task` is the contrastive target.
+            of `task` is the target (contrastive, or the spectral columns for
+            `objective="graph_prior"`).
         output_dir: folder of `node_embeddings.npy`, `node_embeddings.ids.npy` and
             `node_embeddings.json`.
         task: "rating" (texts include genres) or "genre" (texts never include genres).
@@ -52,14 +53,19 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     fields = text_fields(task)
     texts = movie_texts(movies, fields)
     movie_ids = movies["movie_id"].to_numpy(np.int64)
-    graph_ids, graph_values = tfrecords.load_dense_table(dataset_dir, task)
+    graph_ids, graph_values, graph_names = tfrecords.load_dense_table(dataset_dir, task,
+                                                                       with_names=True)
     graph = np.zeros((len(movie_ids), graph_values.shape[1]), np.float32)
+    raw = np.zeros_like(graph)
     position = {m: i for i, m in enumerate(graph_ids.tolist())}
     rows = [position.get(m, -1) for m in movie_ids.tolist()]
     table = standardize(graph_values)[1:]
     for i, r in enumerate(rows):
         if r >= 0:
-            graph[i] = table[r]
+            graph[i], raw[i] = table[r], graph_values[r]
+    if config.objective == "graph_prior":
+        spectral = [i for i, name in enumerate(graph_names) if name.startswith("svd_")]
+        config = dataclasses.replace(config, node_dim=len(spectral))
     preset_md5 = _preset_files(preset)  # hashes ~90 MB of weights: once
     digest = nodes.inputs_hash(texts, graph, preset_md5, config)
     existing = nodes.read_metadata(output_dir)
@@ -73,13 +79,31 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
     sequences, sentences = nodes.encode_sequences(encoder, texts, progress=bar)
     encode_seconds = time.perf_counter() - start
     log(f"encoded {len(texts)} movie texts in {encode_seconds:.1f} s")
-    available = {"graph": graph, "text": sentences}
-    unknown = set(config.targets) - set(available)
-    if unknown:
-        raise ValueError(f"unknown node targets {sorted(unknown)}; known: {sorted(available)}")
-    node_encoder, losses = nodes.train_node_encoder(
-        sequences, {name: available[name] for name in config.targets}, config, log=log)
-    embeddings = nodes.node_vectors(node_encoder, sequences)
+    if config.objective == "graph_prior":
+        ratings = np.expm1(raw[:, graph_names.index("log_count")])
+        embeddings, losses, held_out = nodes.cross_fit_graph_prior(
+            sequences, raw[:, spectral], ratings, config, log=log)
+        objective = (f"squared error of the node vector to the movie's spectral position "
+                     f"(svd_* of movie_graph of {dataset_dir}), cross-fitted over "
+                     f"{config.folds} folds (a fold's vectors from a decoder trained on the "
+                     f"other folds' movies with >= {config.min_ratings} ratings, a tenth of "
+                     "them held out to pick the epoch)")
+        training = {"objective": objective,
+                    "fold_epoch_losses": [[round(x, 5) for x in f] for f in losses],
+                    "fold_held_out_losses": [[round(x, 5) for x in f] for f in held_out]}
+    else:
+        available = {"graph": graph, "text": sentences}
+        unknown = set(config.targets) - set(available)
+        if unknown:
+            raise ValueError(f"unknown node targets {sorted(unknown)}; known: "
+                             f"{sorted(available)}")
+        node_encoder, losses = nodes.train_node_encoder(
+            sequences, {name: available[name] for name in config.targets}, config, log=log)
+        embeddings = nodes.node_vectors(node_encoder, sequences)
+        training = {"objective": (f"symmetric InfoNCE of the node vector against each "
+                                  f"target: {list(config.targets)} (graph: movie_graph of "
+                                  f"{dataset_dir}; text: frozen sentence embedding)"),
+                    "epoch_losses": [round(x, 5) for x in losses]}
     metadata = {
         "task": task,
         "encoder": {"preset": preset, "files_md5": preset_md5,
@@ -89,10 +113,7 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
         "movies": len(movie_ids),
         "node_dim": config.node_dim,
         "config": dataclasses.asdict(config),
-        "training": {"objective": "symmetric InfoNCE of the node vector against each "
-                                  f"target: {list(config.targets)} (graph: movie_graph of "
-                                  f"{dataset_dir}; text: frozen sentence embedding)",
-                     "epoch_losses": [round(x, 5) for x in losses]},
+        "training": training,
         "encode_seconds": round(encode_seconds, 1),
         "inputs_sha256": digest,
     }

@@ -36,13 +36,17 @@ def load_runs(patterns):
 
 
 def _label(run):
-    tables = run.get("config", {}).get("dense_tables") or []
-    return run["model"] + (" + node embeddings" if "node" in tables else "")
+    config = run.get("config", {})
+    if "node" not in (config.get("dense_tables") or []):
+        return run["model"]
+    # Node embeddings as the graph table's prior (Config.node_prior) or as extra columns.
+    return run["model"] + (" + node prior" if config.get("node_prior") else " + node embeddings")
 
 
 def summarize(runs):
     """{(task, label, protocol): {"seeds": n, "<metric>_mean": x, "<metric>_std": x,
-    "examples_per_s": x}} over runs grouped by task, model (+ node embeddings), protocol."""
+    "examples_per_s": x}} over runs grouped by task, model (+ node embeddings or prior),
+    protocol."""
     groups = {}
     for run in runs:
         groups.setdefault((run["task"], _label(run), run["protocol"]), []).append(run)
