@@ -5,7 +5,7 @@
         --node_embeddings artifacts/nodes/genre/node_embeddings.npy
 
     python -m experiments.encode_nodes --task=genre --objective=graph_prior --epochs 12 \
-        --output_dir artifacts/nodes/genre_prior --data_dir ../shared/data
+        --pool_sequence --output_dir artifacts/nodes/genre_prior --data_dir ../shared/data
     python -m experiments.train --task=genre --node_prior 5 \
         --node_embeddings artifacts/nodes/genre_prior/node_embeddings.npy
 
@@ -31,6 +31,8 @@ flags.DEFINE_enum("objective", None, ["contrastive", "graph_prior"], "What the d
 flags.DEFINE_integer("min_ratings", None, "graph_prior: learn from movies with at least this "
                      "many ratings (default 1).")
 flags.DEFINE_integer("folds", None, "graph_prior: cross-fitting folds (default 5).")
+flags.DEFINE_boolean("pool_sequence", None, "graph_prior: the decoder's projection also reads "
+                     "the mean-pooled sentence vector (NodeEncoder(pool_sequence=True)).")
 flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 
 
@@ -41,7 +43,7 @@ def main(argv):
     from deepmix_tf.text.pipeline import encode_nodes
 
     overrides = {k: getattr(FLAGS, k) for k in ("epochs", "node_dim", "seed", "objective",
-                                                "min_ratings", "folds")
+                                                "min_ratings", "folds", "pool_sequence")
                  if getattr(FLAGS, k) is not None}
     if FLAGS.targets:
         overrides["targets"] = tuple(FLAGS.targets)

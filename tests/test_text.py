@@ -100,9 +100,10 @@ def _sequence(batch=3, length=6, hidden=16, seed=0):
     return x, mask
 
 
-def test_node_encoder_ignores_padding_and_trains_its_queries():
+@pytest.mark.parametrize("pool_sequence", [False, True])
+def test_node_encoder_ignores_padding_and_trains_its_queries(pool_sequence):
     encoder = NodeEncoder(num_queries=3, num_heads=2, intermediate_dim=32, node_dim=8,
-                          dropout=0.0)
+                          dropout=0.0, pool_sequence=pool_sequence)
     x, mask = _sequence()
     out = np.asarray(encoder(x, mask))
     assert out.shape == (3, 8)
@@ -168,7 +169,8 @@ def test_graph_prior_node_embeddings_have_one_column_per_spectral_column(small_d
     build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
                                       log=lambda _: None)
     out = str(tmp_path / "nodes")
-    config = dataclasses.replace(TINY_NODES, objective="graph_prior", min_ratings=1)
+    config = dataclasses.replace(TINY_NODES, objective="graph_prior", min_ratings=1,
+                                 pool_sequence=True)
     path = encode_nodes(small_data["root"], build, out, task="genre", config=config,
                         log=lambda _: None, progress=False)
     node = np.load(path)

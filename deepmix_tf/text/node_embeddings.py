@@ -55,6 +55,7 @@ class NodeConfig:
     objective: str = "contrastive"
     min_ratings: int = 1
     folds: int = 5
+    pool_sequence: bool = False
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -193,7 +194,8 @@ def train_graph_prior(sequences, target, rows, config, log=print):
     # from random outputs of norm ~5 that take epochs to unlearn.
     node_encoder = NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
                                config.intermediate_dim, config.node_dim, config.dropout,
-                               projection_initializer="zeros")
+                               projection_initializer="zeros",
+                               pool_sequence=config.pool_sequence)
     optimizer = keras.optimizers.Adam(config.learning_rate)
 
     @tf.function(reduce_retracing=True)
