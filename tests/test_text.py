@@ -164,8 +164,8 @@ def test_node_embedding_files_are_complete_deterministic_and_cached(small_data, 
     np.testing.assert_allclose(np.load(path), first, atol=1e-5)
 
 
-def test_graph_prior_node_embeddings_have_one_column_per_spectral_column(small_data,
-                                                                          tmp_path):
+def test_graph_prior_node_embeddings_are_one_per_spectral_column_and_deterministic(
+        small_data, tmp_path):
     build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
                                       log=lambda _: None)
     out = str(tmp_path / "nodes")
@@ -184,6 +184,10 @@ def test_graph_prior_node_embeddings_have_one_column_per_spectral_column(small_d
     assert "cross-fitted" in meta["training"]["objective"]
     assert [len(f) for f in meta["training"]["fold_held_out_losses"]] == [
         config.epochs] * config.folds
+    # Same seed, recomputed: the same vectors (every fold's decoder is seeded).
+    encode_nodes(small_data["root"], build, out, task="genre", config=config, force=True,
+                 log=lambda _: None, progress=False)
+    np.testing.assert_allclose(np.load(path), node, atol=1e-5)
     with pytest.raises(ValueError, match="objective"):
         NodeConfig(objective="labels")
     with pytest.raises(ValueError, match="folds"):
