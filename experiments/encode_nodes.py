@@ -31,8 +31,8 @@ flags.DEFINE_enum("objective", None, ["contrastive", "graph_prior"], "What the d
 flags.DEFINE_integer("min_ratings", None, "graph_prior: learn from movies with at least this "
                      "many ratings (default 1).")
 flags.DEFINE_integer("folds", None, "graph_prior: cross-fitting folds (default 5).")
-flags.DEFINE_boolean("pool_sequence", None, "graph_prior: the decoder's projection also reads "
-                     "the mean-pooled sentence vector (NodeEncoder(pool_sequence=True)).")
+flags.DEFINE_boolean("pool_sequence", None, "The decoder's projection also reads the "
+                     "mean-pooled sentence vector (NodeEncoder(pool_sequence=True)).")
 flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 
 

@@ -104,6 +104,18 @@ def _batches(sequences, batch_size, rng):
     return [b for b in batches if len(b) > 1]
 
 
+def _seeded_node_encoder(config, **kwargs):
+    """Seeds Keras and returns (a new `NodeEncoder` of `config`, the seeded numpy generator
+    of the batch order)."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    return NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
+                       config.intermediate_dim, config.node_dim, config.dropout,
+                       pool_sequence=config.pool_sequence, **kwargs), rng
+
+
 def train_node_encoder(sequences, targets, config, log=print):
     """Trains a `NodeEncoder` so that each movie's node vector finds its own row of every
     target among the movies of a batch (symmetric InfoNCE, one small tower per target).
@@ -121,10 +133,7 @@ def train_node_encoder(sequences, targets, config, log=print):
     import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    node_encoder = NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
-                               config.intermediate_dim, config.node_dim, config.dropout)
+    node_encoder, rng = _seeded_node_encoder(config)
     names = sorted(targets)
     towers = {name: keras.Sequential([keras.layers.Dense(256, activation="relu"),
                                       keras.layers.Dense(config.node_dim)], name=f"{name}_tower")
@@ -188,14 +197,9 @@ def train_graph_prior(sequences, target, rows, config, log=print):
     if config.node_dim != target.shape[1]:
         raise ValueError(f"node_dim {config.node_dim} differs from the {target.shape[1]} "
                          "spectral columns the graph prior predicts")
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     # A zero projection starts from predicting 0 (error 1 per unit-length target), not
     # from random outputs of norm ~5 that take epochs to unlearn.
-    node_encoder = NodeEncoder(config.num_queries, config.num_layers, config.num_heads,
-                               config.intermediate_dim, config.node_dim, config.dropout,
-                               projection_initializer="zeros",
-                               pool_sequence=config.pool_sequence)
+    node_encoder, rng = _seeded_node_encoder(config, projection_initializer="zeros")
     optimizer = keras.optimizers.Adam(config.learning_rate)
 
     @tf.function(reduce_retracing=True)
