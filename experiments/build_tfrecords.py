@@ -1,44 +1,36 @@
-"""Builds the TFRecords (both tasks, one protocol) from a MovieLens data root.
+"""Builds the TFRecords of a dataset spec.
 
-    python -m experiments.build_tfrecords --data_dir ../shared/data --output_dir artifacts/tfrecords
-    python -m experiments.build_tfrecords --data_dir ../shared/data --svd_dim genre=64 \
-        --output_dir /tmp/svd64   # then: experiments.train --dataset_dir /tmp/svd64/rel-movielens1m
+    python -m experiments.build_tfrecords --data_dir ../shared/data   # rel-movielens1m ratings
+    python -m experiments.build_tfrecords --dataset movielens1m-genre --data_dir ../shared/data
+    python -m experiments.build_tfrecords --dataset my_spec.json
+    python -m experiments.build_tfrecords --dataset movielens1m-genre --svd_dim 64 \
+        --output_dir /tmp/svd64   # then: experiments.train --dataset_dir /tmp/svd64/movielens1m-genre
 """
 
 from absl import app, flags
 
 from deepmix_tf.data import tfrecords
+from deepmix_tf.data.spec import builtin_specs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Data root holding ml-1m/ and/or rel-movielens1m/ "
-                    "(default: $DEEPMIX_DATA_DIR, else ~/.cache/deepmix_tf/data).")
-flags.DEFINE_string("output_dir", "artifacts/tfrecords", "Where <protocol>/ is written.")
-flags.DEFINE_enum("protocol", "rel-movielens1m", list(tfrecords.PROTOCOLS), "Which splits.")
-flags.DEFINE_integer("seed", 42, "Seed of the random splits and of the graph SVD.")
+flags.DEFINE_string("dataset", "movielens1m-rating", "A dataset spec: a file, or a shipped "
+                    f"spec's name ({', '.join(builtin_specs())}).")
+flags.DEFINE_string("data_dir", None, "Data root of the spec's files (default: "
+                    "$DEEPMIX_DATA_DIR, else ~/.cache/deepmix_tf/data).")
+flags.DEFINE_string("output_dir", "artifacts/tfrecords", "Where <spec name>/ is written.")
 flags.DEFINE_integer("num_shards", 4, "Files per training split (validation/test: half). "
                      "The default is what experiments.train builds, so it reuses this build.")
-flags.DEFINE_list("svd_dim", [], "task=size pairs overriding the spectral sizes of the "
-                  f"per-movie graph tables (default {tfrecords.SVD_DIMS}).")
-flags.DEFINE_boolean("force", False, "Rebuild even when sources and options are unchanged.")
-
-
-def parse_svd_dims(pairs):
-    """["genre=64"] -> `SVD_DIMS` with the genre size replaced."""
-    dims = dict(tfrecords.SVD_DIMS)
-    for pair in pairs:
-        task, _, size = pair.partition("=")
-        if task not in dims or not size.isdigit() or int(size) < 1:
-            raise app.UsageError(f"--svd_dim: expected task=size with task in {sorted(dims)} "
-                                 f"and a positive size, got {pair!r}")
-        dims[task] = int(size)
-    return dims
+flags.DEFINE_integer("svd_dim", None, "Overrides the spectral size of the spec's interaction "
+                     "graph tables.", lower_bound=1)
+flags.DEFINE_boolean("force", False, "Rebuild even when spec, sources and options are "
+                     "unchanged.")
 
 
 def main(argv):
     del argv
-    tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.output_dir, protocol=FLAGS.protocol,
-                              seed=FLAGS.seed, num_shards=FLAGS.num_shards,
-                              svd_dim=parse_svd_dims(FLAGS.svd_dim), force=FLAGS.force)
+    tfrecords.build_tfrecords(FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir,
+                              num_shards=FLAGS.num_shards, svd_dim=FLAGS.svd_dim,
+                              force=FLAGS.force)
 
 
 if __name__ == "__main__":

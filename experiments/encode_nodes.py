@@ -1,4 +1,5 @@
-"""Writes movie node embeddings (encoder -> trainable-query decoder) for one task.
+"""Writes item node embeddings (encoder -> trainable-query decoder) for a dataset whose spec
+declares item text (`text`; the genre specs leave the label out of it).
 
     python -m experiments.encode_nodes --task=genre --data_dir ../shared/data
     python -m experiments.train --task=genre \
@@ -15,10 +16,13 @@ Reuses the existing files when texts, graph, encoder and settings are unchanged.
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task (genre texts omit genres).")
-flags.DEFINE_string("data_dir", None, "Data root holding rel-movielens1m/.")
+flags.DEFINE_string("dataset", None, "A dataset spec (file or shipped name); default: the "
+                    "MovieLens spec of --task.")
+flags.DEFINE_enum("task", "rating", ["rating", "genre"], "MovieLens task (without --dataset).")
+flags.DEFINE_string("data_dir", None, "Data root of the spec's files.")
 flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords", "TFRecord builds (made if missing).")
-flags.DEFINE_string("output_dir", None, "Output folder (default artifacts/nodes/<task>).")
+flags.DEFINE_string("output_dir", None, "Output folder (default artifacts/nodes/<task> for "
+                    "MovieLens, else artifacts/nodes/<dataset>).")
 flags.DEFINE_string("preset", None, "Local encoder folder (default: installed all-MiniLM-L6-v2).")
 flags.DEFINE_integer("epochs", None, "Contrastive training epochs of the decoder.")
 flags.DEFINE_integer("node_dim", None, "Node embedding size.")
@@ -39,6 +43,7 @@ flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 def main(argv):
     del argv
     from deepmix_tf.data import tfrecords
+    from deepmix_tf.data.spec import movielens_spec
     from deepmix_tf.text.node_embeddings import NodeConfig
     from deepmix_tf.text.pipeline import encode_nodes
 
@@ -47,10 +52,12 @@ def main(argv):
                  if getattr(FLAGS, k) is not None}
     if FLAGS.targets:
         overrides["targets"] = tuple(FLAGS.targets)
-    dataset_dir = tfrecords.build_tfrecords(FLAGS.data_dir, FLAGS.tfrecord_dir)
-    encode_nodes(FLAGS.data_dir, dataset_dir, FLAGS.output_dir or f"artifacts/nodes/{FLAGS.task}",
-                 task=FLAGS.task, preset=FLAGS.preset, config=NodeConfig(**overrides),
-                 force=FLAGS.force)
+    dataset = FLAGS.dataset or movielens_spec(FLAGS.task)
+    dataset_dir = tfrecords.build_tfrecords(dataset, FLAGS.data_dir, FLAGS.tfrecord_dir)
+    output_dir = FLAGS.output_dir or (f"artifacts/nodes/{FLAGS.task}" if not FLAGS.dataset
+                                      else f"artifacts/nodes/{FLAGS.dataset}")
+    encode_nodes(FLAGS.data_dir, dataset_dir, output_dir, preset=FLAGS.preset,
+                 config=NodeConfig(**overrides), force=FLAGS.force)
 
 
 if __name__ == "__main__":

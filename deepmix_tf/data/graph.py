@@ -1,13 +1,12 @@
-"""Movie features read off the rating graph (who rated a movie, and how), without labels.
+"""Item features read off an interaction graph (who rated a movie, and how), without labels:
+the "interaction_graph" dense tables of dataset specs.
 
-For the genre task the whole rating graph is an allowed input (rel-movielens1m protocol); for
-the rating task only the training ratings may be used, or validation/test leak in.
+Where the interactions are the examples (the rating task) only the training split may be
+used, or validation and test leak in; a spec says so with `"splits": "train"`.
 """
 
 import numpy as np
 
-AGES = (1, 18, 25, 35, 45, 50, 56)
-NUM_OCCUPATIONS = 21
 
 
 def _rows(ids, index_ids):
@@ -37,58 +36,62 @@ def randomized_svd(matrix, rank, seed, power_iterations=4, oversample=10):
     return np.pad(u, ((0, 0), (0, full - rank)))
 
 
-def movie_graph_features(ratings, users, movie_ids, svd_dim=32, seed=0):
-    """Dense per-movie features from a set of ratings.
+def interaction_graph_features(interactions, item_ids, item="movie_id", user="user_id",
+                               value=None, values=(), users=None, user_shares=None,
+                               svd_dim=32, seed=0):
+    """Dense per-item features of an interaction log (who interacted with an item, and how).
 
-    Columns: log(1 + number of ratings); mean rating; the share of each rating value 1..5;
-    the share of female raters; the share of raters in each ML-1M age group (7) and
-    occupation (21); and an `svd_dim`-dimensional spectral embedding of the movie in the
-    movie x user graph (edges weighted 1/sqrt(deg(movie) deg(user)), as in a normalised
-    adjacency). Movies without ratings get zeros.
+    Columns: `log_count` (log(1 + interactions)); with a `value` column (a rating), its mean
+    (`mean_<value>`) and the share of each of `values` (`share_<value>_<v>`); for each
+    column of `user_shares` ({column: [values]}), the share of the item's users with each
+    value (`share_<column>_<v>`, read from the `users` table); and an `svd_dim`-dimensional
+    spectral embedding of the item in the item x user graph (edges weighted
+    1/sqrt(deg(item) deg(user)), as in a normalised adjacency), rows of unit length
+    (`svd_<i>`). Items without interactions get zeros.
 
     Args:
-        ratings: DataFrame with `user_id`, `movie_id`, `rating`.
-        users: DataFrame with `user_id`, `gender`, `age`, `occupation`.
-        movie_ids: int array, the movies to describe (one output row each, in this order).
-        svd_dim: int, size of the spectral embedding.
+        interactions: DataFrame with the `item` and `user` columns (and `value`).
+        item_ids: int array, the items to describe (one output row each, in this order).
+        users: DataFrame with `user` and the `user_shares` columns, or None.
         seed: int, seed of the randomized SVD.
 
     Returns:
-        (features float32 (len(movie_ids), n), names list of n column names).
+        (features float32 (len(item_ids), n), names list of n column names).
     """
-    movie_ids = np.asarray(movie_ids, dtype=np.int64)
-    index = np.unique(movie_ids)
-    m = _rows(ratings["movie_id"].to_numpy(), index)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    index = np.unique(item_ids)
+    m = _rows(interactions[item].to_numpy(np.int64), index)
     keep = m >= 0
     m = m[keep]
-    user_table = users.sort_values("user_id")
-    u = _rows(ratings["user_id"].to_numpy()[keep], user_table["user_id"].to_numpy())
-    if (u < 0).any():
-        raise ValueError("ratings name users missing from the user table")
-    r = ratings["rating"].to_numpy()[keep]
-    n_movies, n_users = len(index), len(user_table)
+    user_values = interactions[user].to_numpy()[keep]
+    user_index, u = np.unique(user_values, return_inverse=True)
+    n_items, n_users = len(index), len(user_index)
 
-    count = np.bincount(m, minlength=n_movies).astype(np.float64)
+    count = np.bincount(m, minlength=n_items).astype(np.float64)
     safe = np.maximum(count, 1.0)
-    columns = [np.log1p(count), np.bincount(m, weights=r, minlength=n_movies) / safe]
-    names = ["log_count", "mean_rating"]
-    for value in range(1, 6):
-        columns.append(np.bincount(m, weights=r == value, minlength=n_movies) / safe)
-        names.append(f"share_rating_{value}")
-    female = (user_table["gender"].to_numpy() == "F")[u]
-    columns.append(np.bincount(m, weights=female, minlength=n_movies) / safe)
-    names.append("share_female")
-    age = user_table["age"].to_numpy()[u]
-    for a in AGES:
-        columns.append(np.bincount(m, weights=age == a, minlength=n_movies) / safe)
-        names.append(f"share_age_{a}")
-    occupation = user_table["occupation"].to_numpy()[u]
-    for o in range(NUM_OCCUPATIONS):
-        columns.append(np.bincount(m, weights=occupation == o, minlength=n_movies) / safe)
-        names.append(f"share_occupation_{o}")
+    columns, names = [np.log1p(count)], ["log_count"]
+    if value is not None:
+        r = interactions[value].to_numpy()[keep]
+        columns.append(np.bincount(m, weights=r, minlength=n_items) / safe)
+        names.append(f"mean_{value}")
+        for v in values:
+            columns.append(np.bincount(m, weights=r == v, minlength=n_items) / safe)
+            names.append(f"share_{value}_{v}")
+    if user_shares:
+        table = users.set_index(user)
+        missing = ~np.isin(user_index, table.index.to_numpy())
+        if missing.any():
+            raise ValueError(f"interactions name users missing from the user table, e.g. "
+                             f"{user_index[missing][0]!r}")
+        table = table.loc[user_index]
+        for column, shares in user_shares.items():
+            attribute = table[column].to_numpy()[u]
+            for v in shares:
+                columns.append(np.bincount(m, weights=attribute == v, minlength=n_items) / safe)
+                names.append(f"share_{column}_{v}")
 
     user_degree = np.maximum(np.bincount(u, minlength=n_users), 1)
-    adjacency = np.zeros((n_movies, n_users), dtype=np.float32)
+    adjacency = np.zeros((n_items, n_users), dtype=np.float32)
     adjacency[m, u] = 1.0 / np.sqrt(safe[m] * user_degree[u])
     spectral = randomized_svd(adjacency, svd_dim, seed)
     norms = np.linalg.norm(spectral, axis=1, keepdims=True)
@@ -96,7 +99,7 @@ def movie_graph_features(ratings, users, movie_ids, svd_dim=32, seed=0):
     names += [f"svd_{i}" for i in range(svd_dim)]
 
     table = np.concatenate([np.stack(columns, axis=1), spectral], axis=1).astype(np.float32)
-    return table[_rows(movie_ids, index)], names
+    return table[_rows(item_ids, index)], names
 
 
 def graph_prior(graph_values, graph_names, node, strength):
@@ -108,7 +111,7 @@ def graph_prior(graph_values, graph_names, node, strength):
     A movie without ratings takes the text's position, one with many keeps its own.
 
     Args:
-        graph_values: float (movies, d) raw table of `data.graph.movie_graph_features`
+        graph_values: float (movies, d) raw table of `data.graph.interaction_graph_features`
             (`log_count` and `svd_*` columns among them).
         graph_names: the table's d column names.
         node: float (movies, k) node embeddings of the "graph_prior" objective

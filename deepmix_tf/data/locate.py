@@ -1,7 +1,7 @@
-"""Where the data lives, and the one explicit download.
+"""Where the data lives, and the explicit downloads.
 
-A data root holds `ml-1m/` (the GroupLens files) and/or `rel-movielens1m/` (the rLLM CSVs). It
-is, in order: the `--data_dir` flag, the `DEEPMIX_DATA_DIR` environment variable, or
+A data root holds one folder per dataset (`ml-1m/`, `rel-movielens1m/`, `criteo/`: a spec's
+`data_subdir`). It is, in order: the `--data_dir` flag, the `DEEPMIX_DATA_DIR` environment variable, or
 `$XDG_CACHE_HOME/deepmix_tf/data` (default `~/.cache/deepmix_tf/data`).
 """
 
@@ -16,15 +16,11 @@ import zipfile
 DATA_DIR_ENV = "DEEPMIX_DATA_DIR"
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
-ML1M_FILES = ("users.dat", "movies.dat", "ratings.dat")
-REL_FILES = (
-    "regression/users.csv", "regression/movies.csv",
-    "regression/ratings/train.csv", "regression/ratings/validation.csv",
-    "regression/ratings/test.csv",
-    "classification/users.csv", "classification/movies/train.csv",
-    "classification/movies/validation.csv", "classification/movies/test.csv",
-)
 REL_SOURCE = "the rLLM project (rllm-project/rllm on GitHub, dataset 'rel-movielens1m')"
+
+
+CRITEO_URL = ("https://go.criteo.net/criteo-research-kaggle-display-advertising-challenge-"
+              "dataset.tar.gz")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -41,38 +37,32 @@ def resolve_data_dir(data_dir=None):
     return os.path.abspath(data_dir or os.environ.get(DATA_DIR_ENV) or default_data_dir())
 
 
-def _missing(root, sub, files):
-    return [os.path.join(root, sub, f) for f in files
-            if not os.path.isfile(os.path.join(root, sub, f))]
+# How to get the data of a spec's `download` entry, for the message when it is missing.
+HOW_TO_GET = {
+    "ml-1m": (f"Put users.dat, movies.dat and ratings.dat from {ML1M_URL} into "
+              "{root}/, or download them with\n  python -m experiments.download_data "
+              "--data_dir {data_dir}"),
+    "rel-movielens1m": (f"Get the rel-movielens1m folder from {REL_SOURCE} and put it at "
+                        "{root}/ (with regression/ and classification/), or use "
+                        "--protocol=chronological or --protocol=random, which need only "
+                        "ml-1m/"),
+    "criteo": (f"Criteo's Display Advertising Challenge data (train.txt) is at {CRITEO_URL} "
+               "(accept its licence there); unpack train.txt into {root}/, or run\n  "
+               "python -m experiments.download_data --dataset criteo --data_dir {data_dir}"),
+}
 
 
-def ml1m_dir(root):
-    """The `ml-1m/` folder under `root`, or a DataNotFoundError saying how to get it."""
-    missing = _missing(root, "ml-1m", ML1M_FILES)
-    if missing:
-        raise DataNotFoundError(
-            f"MovieLens-1M not found: missing {', '.join(missing)}.\n"
-            f"Put users.dat, movies.dat and ratings.dat from {ML1M_URL} into "
-            f"{os.path.join(root, 'ml-1m')}/, or download them with\n"
-            f"  python -m experiments.download_data --data_dir {root}\n"
-            f"(the data root comes from --data_dir, else ${DATA_DIR_ENV}, "
-            f"else {default_data_dir()}).")
-    return os.path.join(root, "ml-1m")
-
-
-def rel_movielens1m_dir(root):
-    """The `rel-movielens1m/` folder under `root`, or a DataNotFoundError saying how to get it."""
-    missing = _missing(root, "rel-movielens1m", REL_FILES)
-    if missing:
-        raise DataNotFoundError(
-            f"rel-movielens1m not found: missing {', '.join(missing[:3])}"
-            f"{' and more' if len(missing) > 3 else ''}.\n"
-            f"Get the rel-movielens1m folder from {REL_SOURCE} and put it at "
-            f"{os.path.join(root, 'rel-movielens1m')}/ (with regression/ and classification/), "
-            f"or use --protocol=chronological or --protocol=random, which need only ml-1m/ "
-            f"(the data root comes from --data_dir, else ${DATA_DIR_ENV}, "
-            f"else {default_data_dir()}).")
-    return os.path.join(root, "rel-movielens1m")
+def missing_data_error(spec, missing, data_dir=None):
+    """The DataNotFoundError of a spec whose files are missing: what, where, how to get it."""
+    root = spec.data_root(data_dir)
+    how = HOW_TO_GET.get(spec.download, "Put the files the spec names there, or point the "
+                         "spec's \"root\" at them.")
+    where = (f"the data root comes from --data_dir, else ${DATA_DIR_ENV}, else "
+             f"{default_data_dir()}" if spec.root is None else f"the spec's root is {root}")
+    return DataNotFoundError(
+        f"{spec.name} ({spec.path}): missing {', '.join(missing[:3])}"
+        f"{' and more' if len(missing) > 3 else ''}.\n"
+        + how.format(root=root, data_dir=resolve_data_dir(data_dir)) + f"\n({where}).")
 
 
 def md5_of_file(path, chunk_size=1 << 20):
@@ -107,15 +97,8 @@ def download_ml1m(root, url=ML1M_URL, md5=ML1M_MD5, timeout=60):
     os.makedirs(root, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
         archive = os.path.join(tmp, "ml-1m.zip")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, \
-                    open(archive, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError) as e:
-            raise DataNotFoundError(
-                f"Could not download {url} ({e}). Without network access, put users.dat, "
-                f"movies.dat and ratings.dat of MovieLens-1M into {os.path.join(root, 'ml-1m')}/ "
-                "by hand.") from e
+        _fetch(url, archive, timeout, f"put users.dat, movies.dat and ratings.dat of "
+                                      f"MovieLens-1M into {os.path.join(root, 'ml-1m')}/")
         actual = md5_of_file(archive)
         if md5 and actual != md5:
             raise ValueError(f"{url}: md5 {actual} does not match the expected {md5}; "
@@ -127,4 +110,40 @@ def download_ml1m(root, url=ML1M_URL, md5=ML1M_MD5, timeout=60):
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(extracted, final)
+    return final
+
+
+def _fetch(url, path, timeout, by_hand):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(path, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as e:
+        raise DataNotFoundError(f"Could not download {url} ({e}). Without network access, "
+                                f"{by_hand} by hand.") from e
+
+
+def download_criteo(root, url=CRITEO_URL, timeout=60):
+    """Downloads Criteo's Kaggle Display Advertising Challenge archive (about 4.3 GB) and
+    puts its `train.txt` at `root/criteo/train.txt`; nothing is left under `root` unless
+    the archive is complete.
+
+    Returns:
+        The path of the `criteo/` folder.
+    """
+    import tarfile
+
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, "criteo")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        archive = os.path.join(tmp, "criteo.tar.gz")
+        _fetch(url, archive, timeout, f"put Criteo's train.txt into {final}/")
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers()
+                           if os.path.basename(m.name) == "train.txt" and m.isfile()), None)
+            if member is None:
+                raise ValueError(f"{url}: the archive holds no train.txt")
+            member.name = "train.txt"
+            tar.extract(member, os.path.join(tmp, "criteo"), filter="data")
+        os.makedirs(final, exist_ok=True)
+        os.replace(os.path.join(tmp, "criteo", "train.txt"), os.path.join(final, "train.txt"))
     return final

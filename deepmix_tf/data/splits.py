@@ -1,48 +1,46 @@
-"""Deterministic train/validation/test splits of raw ML-1M, so that users of the genuine
-GroupLens files get a protocol like rel-movielens1m's.
+"""Deterministic train/validation/test splits of an examples table (a spec's `split`).
 
-- `chronological_split`: per user, the oldest 80% of ratings train, the next 10% validation,
-  the latest 10% test (the rel-movielens1m regression protocol).
-- `random_split`: a seeded random 80/10/10 permutation of all ratings.
-- `random_movie_split`: movies for the genre task, 10/10/80 like rel-movielens1m.
+- "files": the spec gives one file per split (rel-movielens1m's own splits).
+- "random": a seeded random permutation, cut by the fractions.
+- "chronological": per key (a user), ordered by a time column, the oldest part trains,
+  the next validates, the latest tests (the rel-movielens1m regression protocol).
+- "ordered": contiguous parts in file order (a log that is already in time order, such as
+  Criteo's: DLRM trains on the first days and tests on the last).
 """
 
 import numpy as np
 
+from deepmix_tf.data.readers import SPLIT
 
-def _fractions_to_counts(n, fractions):
+SPLITS = ("train", "validation", "test")
+
+
+def _counts(n, fractions):
     """Splits n items into len(fractions) counts; the last part takes the rounding rest."""
     counts = [int(round(n * f)) for f in fractions[:-1]]
     return counts + [n - sum(counts)]
 
 
-def chronological_split(ratings, fractions=(0.8, 0.1, 0.1)):
-    """Per-user chronological split.
+def _check(fractions):
+    if len(fractions) != 3 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"expected 3 fractions summing to 1, got {fractions}")
 
-    Within each user, ratings are ordered by timestamp; a rating without a timestamp counts
-    as older than every dated one (in the shared copy of ML-1M none of them is a user's
-    latest rating), and ties keep file order. Each user's validation and test parts are
-    `round(n * fraction)` of their n ratings, so users with few ratings still get some.
 
-    Args:
-        ratings: DataFrame with `user_id` and nullable `timestamp` columns.
-        fractions: (train, validation, test) fractions, summing to 1.
+def chronological_parts(key, time, fractions=(0.8, 0.1, 0.1)):
+    """Part index (0 train, 1 validation, 2 test) of each row, per key by time.
 
-    Returns:
-        (train, validation, test) DataFrames, each in the input's row order.
+    Within each key, rows are ordered by `time` (ties keep file order); each key's validation
+    and test parts are `round(n * fraction)` of its n rows, so keys with few rows still get
+    some. Rows with an empty time carry the column's missing value (0) and so count as the
+    oldest (in the shared copy of ML-1M none of them is a user's latest rating).
     """
-    if not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must sum to 1, got {fractions}")
-    user = ratings["user_id"].to_numpy()
-    ts = ratings["timestamp"]
-    present = ts.notna().to_numpy()
-    # Undated ratings sort first: key -1 is below every epoch second.
-    key = np.where(present, ts.fillna(0).to_numpy(dtype=np.int64), -1)
-    order = np.lexsort((np.arange(len(user)), key, user))
-    sorted_user = user[order]
-    starts = np.flatnonzero(np.r_[True, sorted_user[1:] != sorted_user[:-1]])
-    sizes = np.diff(np.r_[starts, len(user)])
-    rank = np.arange(len(user)) - np.repeat(starts, sizes)
+    _check(fractions)
+    key, time = np.asarray(key), np.asarray(time, np.int64)
+    order = np.lexsort((np.arange(len(key)), time, key))
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    sizes = np.diff(np.r_[starts, len(key)])
+    rank = np.arange(len(key)) - np.repeat(starts, sizes)
     n_val = np.rint(sizes * fractions[1]).astype(np.int64)
     n_test = np.rint(sizes * fractions[2]).astype(np.int64)
     n_train = sizes - n_val - n_test
@@ -50,27 +48,40 @@ def chronological_split(ratings, fractions=(0.8, 0.1, 0.1)):
                            np.where(rank < np.repeat(n_train + n_val, sizes), 1, 2))
     part = np.empty_like(part_sorted)
     part[order] = part_sorted
-    return tuple(ratings[part == i].reset_index(drop=True) for i in range(3))
+    return part
 
 
-def random_split(frame, seed, fractions=(0.8, 0.1, 0.1)):
-    """A seeded random split of the rows of `frame` into parts of the given fractions.
-
-    Returns:
-        One DataFrame per fraction, each in the input's row order.
-    """
-    if not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must sum to 1, got {fractions}")
-    n = len(frame)
+def random_parts(n, seed, fractions=(0.8, 0.1, 0.1)):
+    """Part index of each of n rows under a seeded random permutation."""
+    _check(fractions)
     permutation = np.random.default_rng(seed).permutation(n)
     part = np.empty(n, dtype=np.int64)
     start = 0
-    for i, count in enumerate(_fractions_to_counts(n, fractions)):
+    for i, count in enumerate(_counts(n, fractions)):
         part[permutation[start:start + count]] = i
         start += count
-    return tuple(frame[part == i].reset_index(drop=True) for i in range(len(fractions)))
+    return part
 
 
-def random_movie_split(movies, seed):
-    """Movies for the genre task: 10% train, 10% validation, 80% test, as in rel-movielens1m."""
-    return random_split(movies, seed, fractions=(0.1, 0.1, 0.8))
+def ordered_parts(n, fractions=(0.8, 0.1, 0.1)):
+    """Part index of each of n rows: contiguous parts in row order."""
+    _check(fractions)
+    return np.repeat(np.arange(3), _counts(n, fractions))
+
+
+def split_examples(frame, split):
+    """{split name: rows} of an examples frame under a spec's `split` entry, each part in
+    the frame's row order."""
+    kind, fractions = split["type"], split["fractions"]
+    if kind == "files":
+        part = frame[SPLIT].map({name: i for i, name in enumerate(SPLITS)}).to_numpy()
+    elif kind == "random":
+        part = random_parts(len(frame), split["seed"], fractions)
+    elif kind == "chronological":
+        part = chronological_parts(frame[split["key"]].to_numpy(),
+                                   frame[split["time"]].to_numpy(), fractions)
+    elif kind == "ordered":
+        part = ordered_parts(len(frame), fractions)
+    else:
+        raise ValueError(f"unknown split type {kind!r}")
+    return {name: frame[part == i].reset_index(drop=True) for i, name in enumerate(SPLITS)}

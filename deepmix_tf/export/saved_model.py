@@ -3,7 +3,7 @@
 Layout: `<export_dir>/<model_name>/<version>/` (TF Serving's), written under a temporary
 name and renamed when complete. Every lookup (vocabularies, genre splitting, movie id ->
 dense-table row) is inside the graph, so a client sends exactly the raw values of
-`deepmix_tf.data.schema` and nothing computed in Python.
+the build's features and nothing computed in Python; the outputs are the task's.
 """
 
 import json
@@ -12,50 +12,40 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from deepmix_tf.data import schema
-from deepmix_tf.data.movielens import GENRES
 from deepmix_tf.files import staged_directory
+from deepmix_tf.tasks import make_task
 
 SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
 PRECISIONS = ("float32", "bfloat16")
-_DTYPES = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
 
 
-def input_specs(model, task):
-    """Named (batch,) TensorSpecs of the model's raw inputs, in schema order."""
-    names = set(model.input)
-    return [tf.TensorSpec([None], _DTYPES[f.dtype], name=f.name)
-            for f in schema.features(task) if f.name in names]
+def input_specs(model):
+    """Named (batch,) TensorSpecs of the model's raw inputs, in the model's input order."""
+    return [tf.TensorSpec([None], t.dtype, name=name) for name, t in model.input.items()]
 
 
-def signature_table(task, model):
+def signature_table(model, meta, task):
     """The serving signature as rows (name, dtype, shape, meaning), for docs and tests."""
-    rows = [(s.name, s.dtype.name, "(batch,)", f.doc) for s in input_specs(model, task)
-            for f in schema.features(task) if f.name == s.name]
-    if task == "rating":
-        outputs = [("rating", "float32", "(batch,)", "predicted rating, clipped to [1, 5]")]
-    else:
-        outputs = [("probabilities", "float32", "(batch, 18)", "per-genre probability"),
-                   ("predicted", "bool", "(batch, 18)", "probability >= its threshold"),
-                   ("genre_names", "string", "(batch, 18)", "the genre of each column"),
-                   ("threshold", "float32", "(batch, 18)",
-                    "per-genre threshold chosen on validation")]
-    return rows, outputs
+    docs = {f["name"]: f["doc"] for f in meta["features"]}
+    keys = {t["key"]: f"key of the {name} table" for name, t in meta["dense_tables"].items()}
+    rows = [(s.name, s.dtype.name, "(batch,)", docs.get(s.name) or keys.get(s.name, ""))
+            for s in input_specs(model)]
+    return rows, task.signature_outputs()
 
 
-def export(model, task, export_dir, model_name, version=None, threshold=0.5,
+def export(model, meta, export_dir, model_name, version=None, decision=None,
            warmup_features=None, jit_compile=False, precision="float32"):
     """Exports a raw-feature Keras model (`model.keras` of a run) for TF Serving.
 
     Args:
         model: the Keras model taking the raw feature dict.
-        task: "rating" or "genre".
+        meta: the metadata of the build it was trained on (its task and features).
         export_dir: base folder; the model goes to `<export_dir>/<model_name>/<version>/`.
         model_name: str.
         version: int or None (None: one more than the highest existing version, else 1).
-        threshold: float, or one float per genre. The genre decision threshold(s) (from
-            validation: `metrics.json`'s `threshold`).
+        decision: the task's decision rule chosen on validation (`metrics.json`'s
+            `decision`: per-label thresholds, ...), or None for the task's default.
         warmup_features: dict name -> numpy array of a few real examples, written as
             `assets.extra/tf_serving_warmup_requests`; None writes none.
         jit_compile: bool. Compile the network (not the lookups) with XLA. TF Serving then
@@ -81,24 +71,15 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         versions = [int(v) for v in os.listdir(base) if v.isdigit()]
         version = max(versions, default=0) + 1
     final = os.path.join(base, str(int(version)))
-    specs = input_specs(model, task)
+    specs = input_specs(model)
     names = [s.name for s in specs]
+    task = make_task(meta["task"])
+    decision = decision or {}
 
     predict, tracked = _predictor(model, jit_compile, precision)
-    thresholds = tf.constant(np.broadcast_to(np.asarray(threshold, np.float32), (len(GENRES),)))
 
     def serve(*tensors):
-        prediction = predict(dict(zip(names, tensors)))
-        if task == "rating":
-            return {"rating": prediction}
-        probabilities = tf.sigmoid(prediction)
-        batch = tf.shape(probabilities)[0]
-        return {
-            "probabilities": probabilities,
-            "predicted": probabilities >= thresholds,
-            "genre_names": tf.tile(tf.constant([list(GENRES)]), [batch, 1]),
-            "threshold": tf.tile(thresholds[None], [batch, 1]),
-        }
+        return task.serving_outputs(predict(dict(zip(names, tensors))), decision)
 
     archive = keras.export.ExportArchive()
     for part in tracked:
@@ -111,13 +92,12 @@ def export(model, task, export_dir, model_name, version=None, threshold=0.5,
         if warmup_features is not None:
             write_warmup(os.path.join(extra, WARMUP_FILE), model_name,
                          {n: warmup_features[n] for n in names})
-        inputs, outputs = signature_table(task, model)
+        inputs, outputs = signature_table(model, meta, task)
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
-            json.dump({"task": task, "signature": SIGNATURE, "inputs": inputs,
-                       "outputs": outputs,
-                       "threshold": (thresholds.numpy().tolist() if task == "genre" else None),
-                       "jit_compile": bool(jit_compile), "precision": precision}, f,
-                      indent=1)
+            json.dump({"dataset": meta["dataset"], "task": task.describe(),
+                       "signature": SIGNATURE, "inputs": inputs, "outputs": outputs,
+                       "decision": decision, "jit_compile": bool(jit_compile),
+                       "precision": precision}, f, indent=1)
     return final
 
 
@@ -216,9 +196,9 @@ def write_warmup(path, model_name, features):
 
 def export_run(model_dir, export_dir, model_name=None, version=None, warmup_examples=8,
                jit_compile=False, precision="float32"):
-    """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`), with
-    warm-up requests made of the first validation examples of its TFRecord build
-    (`jit_compile`, `precision`: see `export`).
+    """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`, and the
+    metadata of its TFRecord build), with warm-up requests made of the first validation
+    examples of that build (`jit_compile`, `precision`: see `export`).
 
     Returns:
         The version folder written.
@@ -228,14 +208,14 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
 
     with open(os.path.join(model_dir, "metrics.json")) as f:
         run = json.load(f)
-    task = run["task"]
+    dataset_dir = run["build"]["dir"]
+    meta = tfrecords.read_metadata(dataset_dir)
     model = load_model(os.path.join(model_dir, "model.keras"))
     warmup = None
-    dataset_dir = run.get("dataset", {}).get("dir")
-    if warmup_examples and dataset_dir and os.path.isdir(dataset_dir):
-        features, _ = next(iter(tfrecords.make_dataset(dataset_dir, task, "validation",
+    if warmup_examples:
+        features, _ = next(iter(tfrecords.make_dataset(dataset_dir, "validation",
                                                        warmup_examples)))
         warmup = {k: v.numpy() for k, v in features.items()}
-    return export(model, task, export_dir, model_name or f"deepmix_{task}", version,
-                  threshold=run.get("threshold", 0.5), warmup_features=warmup,
+    return export(model, meta, export_dir, model_name or f"deepmix_{run['task']}", version,
+                  decision=run.get("decision"), warmup_features=warmup,
                   jit_compile=jit_compile, precision=precision)

@@ -5,7 +5,8 @@ import os
 import keras
 import numpy as np
 
-from deepmix_tf.data import schema, tfrecords
+from deepmix_tf import tasks
+from deepmix_tf.data import tfrecords
 from deepmix_tf.data.graph import graph_prior
 from deepmix_tf.models.config import MODELS, Config
 from deepmix_tf.models.preprocessing import build_preprocessor
@@ -16,73 +17,73 @@ from deepmix_tf.models.stacking import standardize
 from deepmix_tf.models.networks import build_network
 
 
-def load_tables(dataset_dir, config):
-    """The dense per-movie table a run uses: (movie_ids, standardized float32 (n + 1, d)),
-    or None. Row 0 is the zero row of unknown movies."""
-    if not config.dense_tables:
-        return None
-    parts, ids = [], None
-    if "movie_graph" in config.dense_tables:
-        ids, values, names = tfrecords.load_dense_table(dataset_dir, config.task,
-                                                        with_names=True)
-        parts.append(values)
-    if "node" in config.dense_tables:
-        if not config.node_embeddings:
-            raise ValueError("dense_tables has 'node' but no node_embeddings path is set")
+def load_tables(dataset_dir, config, meta=None):
+    """The dense per-key tables a run uses: {name: (ids, standardized float32 (n + 1, d))}.
+    Row 0 of each is the zero row of unknown keys.
+
+    Node embeddings (`config.node_embeddings`) join the build's dense table: as extra
+    columns, or with `config.node_prior` as the prior of its spectral columns."""
+    meta = meta or tfrecords.read_metadata(dataset_dir)
+    names = (sorted(meta["dense_tables"]) if config.dense_tables is None
+             else list(config.dense_tables))
+    unknown = sorted(set(names) - set(meta["dense_tables"]))
+    if unknown:
+        raise ValueError(f"unknown dense tables {unknown}; the build has "
+                         f"{sorted(meta['dense_tables'])}")
+    tables = {name: tfrecords.load_dense_table(dataset_dir, name, with_names=True)
+              for name in names}
+    if config.node_embeddings:
+        if len(tables) != 1:
+            raise ValueError(f"node embeddings join one dense table keyed by item; the run "
+                             f"uses {sorted(tables)}")
+        (name, (ids, values, columns)), = tables.items()
         node = np.load(config.node_embeddings)
         node_ids = np.load(os.path.splitext(config.node_embeddings)[0] + ".ids.npy")
-        if ids is None:
-            ids, aligned = node_ids, node
-        else:
-            # Align node rows to the graph table's movie order; absent movies get zeros.
-            aligned = np.zeros((len(ids), node.shape[1]), np.float32)
-            position = {m: i for i, m in enumerate(node_ids.tolist())}
-            for row, m in enumerate(ids.tolist()):
-                if m in position:
-                    aligned[row] = node[position[m]]
+        # Align node rows to the table's key order; absent keys get zeros.
+        aligned = np.zeros((len(ids), node.shape[1]), np.float32)
+        position = {m: i for i, m in enumerate(node_ids.tolist())}
+        for row, m in enumerate(ids.tolist()):
+            if m in position:
+                aligned[row] = node[position[m]]
         if config.node_prior:
-            if "movie_graph" not in config.dense_tables:
-                raise ValueError("node_prior > 0 needs the 'movie_graph' dense table")
             try:
-                parts[0] = graph_prior(parts[0], names, aligned, config.node_prior)
+                values = graph_prior(values, columns, aligned, config.node_prior)
             except ValueError as e:
                 raise ValueError(f"{config.node_embeddings}: {e}") from None
         else:
-            parts.append(aligned)
-    unknown = set(config.dense_tables) - {"movie_graph", "node"}
-    if unknown:
-        raise ValueError(f"unknown dense tables {sorted(unknown)}; expected 'movie_graph', 'node'")
-    return ids, standardize(np.concatenate(parts, axis=1))
+            values = np.concatenate([values, aligned], axis=1)
+        tables[name] = (ids, values, columns)
+    elif config.node_prior:
+        raise ValueError("node_prior > 0 needs node_embeddings")
+    return {name: (ids, standardize(values)) for name, (ids, values, _) in tables.items()}
 
 
-def feature_names(config):
-    """The raw features a run uses: the configured ones, else the schema's enabled ones."""
-    names = config.features or [f.name for f in schema.features(config.task) if f.enabled
-                                and f.kind != schema.KEY]
-    known = {f.name for f in schema.features(config.task)}
-    unknown = sorted(set(names) - known)
+def feature_names(config, meta):
+    """The features a run uses: the configured ones, else the build's enabled ones."""
+    known = [f["name"] for f in meta["features"]]
+    names = config.features or [f["name"] for f in meta["features"] if f["enabled"]]
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown features {unknown} for task {config.task!r}; "
-                         f"known: {sorted(known)}")
+        raise ValueError(f"unknown features {unknown} for dataset {meta['dataset']!r}; "
+                         f"known: {known}")
     return list(names)
 
 
-def build_model(config, task_meta, tables=None):
-    """Builds (preprocessor, network, full model) of a run.
+def build_model(config, meta, tables=None):
+    """Builds (preprocessor, network, full model) of a run on a build (its metadata).
 
     The network trains on preprocessed batches (XLA-compilable); the full model chains both
     and takes raw features: it is the one saved and exported.
     """
-    vocabularies = task_meta["vocabularies"]
-    movie_ids, table = tables if tables is not None else (None, None)
-    preprocessor = build_preprocessor(config.task, feature_names(config), vocabularies,
-                                      movie_ids)
-    mean = task_meta.get("label_mean", 3.5)
-    network = build_network(preprocessor, config, vocabularies, table,
-                            rating_mean=mean if config.task == "rating" else 3.5)
+    tables = tables or {}
+    task = tasks.make_task(meta["task"])
+    preprocessor = build_preprocessor(meta, feature_names(config, meta),
+                                      {name: ids for name, (ids, _) in tables.items()})
+    network = build_network(preprocessor, config, meta, task,
+                            {name: values for name, (_, values) in tables.items()})
     raw = {name: keras.Input(shape=(), dtype=t.dtype, name=name)
            for name, t in preprocessor.input.items()}
-    full = keras.Model(raw, network(preprocessor(raw)), name=f"{config.model}_{config.task}")
+    full = keras.Model(raw, network(preprocessor(raw)), name=f"{config.model}_{task.name}")
     return preprocessor, network, full
 
 

@@ -1,10 +1,17 @@
-"""Model and training configuration as data: one JSON file saved next to every trained model."""
+"""Model and training configuration as data: one JSON file saved next to every trained model.
+
+`default_config(dataset, model)` starts from `Config`'s defaults and applies the dataset
+spec's presets (`deepmix_tf/datasets/presets/<name>.json`: `"all"`, then the model's entry;
+the validation runs that chose them are in docs/presets.md).
+"""
 
 import dataclasses
 import json
+import os
 
 MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases")
 COMBINES = ("stacked", "parallel", "towers")
+LOSSES = ("mse", "mae", "huber")
 
 
 @dataclasses.dataclass
@@ -12,14 +19,14 @@ class Config:
     """Everything that defines a training run.
 
     Args:
-        task: "rating" or "genre".
+        dataset: a dataset spec: a shipped spec's name (`deepmix_tf/datasets/`) or a file.
         model: one of MODELS.
-        protocol: "rel-movielens1m", "chronological" or "random".
-        features: raw feature names, or None for the schema's enabled features.
-        dense_tables: per-movie dense tables fed as dense features ("movie_graph", "node").
+        features: feature names, or None for the spec's enabled features.
+        dense_tables: the build's dense per-key tables fed as dense features, or None for
+            all of them.
         node_embeddings: path of a `node_embeddings.npy` (rows follow the `.ids.npy` beside
-            it), or None.
-        node_prior: 0 to append the node embeddings to the dense features. When > 0, they
+            it), or None. They join the (one) dense table.
+        node_prior: 0 to append the node embeddings to the dense table. When > 0, they
             must come from `encode_nodes --objective=graph_prior` and are not appended:
             they become the text's prior for the spectral columns of the movie graph table,
             weighted `node_prior / (node_prior + ratings)` (`data.graph.graph_prior`).
@@ -40,8 +47,10 @@ class Config:
         head_units: hidden units of the MLP before the output (DCN-V2's deep part, DLRM's
             top MLP, DeepMix's scoring layer).
         bottom_units: DLRM's bottom MLP over dense features.
+        bias_features: the `biases` model's per-value bias features, or None for every
+            categorical feature.
         l2: L2 penalty on embeddings and kernels.
-        loss: rating loss, "mse", "mae" or "huber".
+        loss: regression loss, "mse", "mae" or "huber".
         learning_rate, batch_size, epochs, patience, seed: training.
         jit_compile: XLA-compile the training step. Off by default: on the 2-core CPUs we
             measured, XLA made our steps slower (see BUILD.md).
@@ -50,11 +59,10 @@ class Config:
             see one batch end per call. 1 by default; the speed comparison uses 10.
     """
 
-    task: str = "rating"
+    dataset: str = "movielens1m-rating"
     model: str = "deepmix"
-    protocol: str = "rel-movielens1m"
     features: list = None
-    dense_tables: list = dataclasses.field(default_factory=lambda: ["movie_graph"])
+    dense_tables: list = None
     node_embeddings: str = None
     node_prior: float = 0.0
     embedding_dim: int = 16
@@ -71,6 +79,7 @@ class Config:
     combine: str = "stacked"
     head_units: list = dataclasses.field(default_factory=lambda: [128])
     bottom_units: list = dataclasses.field(default_factory=lambda: [64, 16])
+    bias_features: list = None
     l2: float = 1e-6
     loss: str = "huber"
     learning_rate: float = 1e-3
@@ -84,8 +93,10 @@ class Config:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}")
-        if self.task not in ("rating", "genre"):
-            raise ValueError(f"unknown task {self.task!r}; expected 'rating' or 'genre'")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset must name a spec, got {self.dataset!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
         if not self.node_prior >= 0:
@@ -103,11 +114,42 @@ class Config:
     def from_json(cls, path):
         with open(path) as f:
             values = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown configuration field(s) {unknown}")
+        check_fields(values, path)
         return cls(**values)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def check_fields(values, where):
+    """Refuses names that are not `Config` fields, naming `where` they came from."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown configuration field(s) {unknown}")
+
+
+def presets(spec):
+    """The preset of a dataset spec (a `DatasetSpec`): {"all": {...}, "<model>": {...}}."""
+    if not spec.presets:
+        return {}
+    path = spec.presets if os.path.isfile(spec.presets) else os.path.join(
+        os.path.dirname(os.path.abspath(spec.path)), "presets", f"{spec.presets}.json")
+    if not os.path.isfile(path):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "datasets", "presets", f"{spec.presets}.json")
+    with open(path) as f:
+        values = json.load(f)
+    for key, entry in values.items():
+        check_fields(entry, f"{path}: {key}")
+    return values
+
+
+def default_config(dataset="movielens1m-rating", model="deepmix", **overrides):
+    """The default configuration of a dataset spec and model: `Config`'s defaults, then the
+    spec's presets ("all", then the model's), then `overrides`."""
+    from deepmix_tf.data.spec import load_spec
+
+    preset = presets(load_spec(dataset))
+    values = {**preset.get("all", {}), **preset.get(model, {}), **overrides}
+    return Config(dataset=dataset, model=model, **values)

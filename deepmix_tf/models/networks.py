@@ -7,7 +7,7 @@ import keras
 import keras_rs
 
 from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, ResidualBlock
-from deepmix_tf.models.stacking import (RatingHead, embed, head, l2_regularizer, mlp,
+from deepmix_tf.models.stacking import (embed, embedding_rows, l2_regularizer, mlp,
                                         model_inputs, stack)
 
 
@@ -62,29 +62,29 @@ def dcn_v2(inputs, x0, config):
 NETWORKS = {"deepmix": deepmix, "deep_crossing": deep_crossing, "dcn_v2": dcn_v2}
 
 
-def build_network(preprocessor, config, vocabularies, table=None, rating_mean=3.5):
+def build_network(preprocessor, config, meta, task, tables=None):
     """The trainable network over the preprocessor's outputs.
 
     Args:
         preprocessor: the model from `build_preprocessor` (its outputs are our inputs).
         config: a `Config`.
-        vocabularies: dict feature name -> vocabulary (sizes the embedding tables).
-        table: float32 (movies + 1, d) standardized dense per-movie table, or None.
-        rating_mean: training mean rating (the rating head's starting point).
+        meta: the build's metadata (features with vocabulary sizes).
+        task: the `deepmix_tf.tasks.Task`: it makes the output layer.
+        tables: {dense table name: standardized float32 (rows + 1, d)} or None.
 
     Returns:
-        A `keras.Model` from preprocessed inputs to the rating (batch,) or genre logits
-        (batch, 18).
+        A `keras.Model` from preprocessed inputs to the task's outputs (batch,) or
+        (batch, outputs).
     """
     inputs = model_inputs(preprocessor)
-    embeddings, dense = embed(inputs, config.task, vocabularies, config, table)
+    embeddings, dense = embed(inputs, meta, config, tables)
     if config.model == "biases":
-        return _biases(inputs, vocabularies, config, rating_mean)
+        return _biases(inputs, meta, config, task)
     if config.model == "dlrm":
         x = _dlrm(embeddings, dense, config)
     else:
         x = NETWORKS[config.model](inputs, stack(embeddings, dense), config)
-    return keras.Model(inputs, head(x, config.task, config, rating_mean), name=config.model)
+    return keras.Model(inputs, task.head(x), name=config.model)
 
 
 def _dlrm(embeddings, dense, config):
@@ -101,19 +101,21 @@ def _dlrm(embeddings, dense, config):
     return mlp(x, config.head_units, config, "top")
 
 
-def _biases(inputs, vocabularies, config, rating_mean):
-    """Global + user + movie bias for ratings; per-genre constant logits for genres."""
-    if config.task == "genre":
-        # No input reaches the output: the logits are learned per-genre constants (priors).
-        constant = keras.ops.zeros_like(keras.ops.cast(inputs["year"], "float32"))
-        x = keras.ops.expand_dims(constant, -1)
-        return keras.Model(inputs, keras.layers.Dense(18, name="genre_logits")(x),
-                           name="biases")
-    biases = [keras.layers.Embedding(len(vocabularies[name]) + 1, 1,
+def _biases(inputs, meta, config, task):
+    """A global bias plus a learned bias per value of each of `config.bias_features` (None:
+    every categorical feature); with none, the task's constant outputs (label priors)."""
+    features = {f["name"]: f for f in meta["features"] if f["type"] == "categorical"}
+    names = [n for n in (features if config.bias_features is None else config.bias_features)
+             if n in inputs]
+    biases = [keras.layers.Embedding(embedding_rows(features[name]), task.outputs,
                                      embeddings_initializer="zeros",
                                      embeddings_regularizer=l2_regularizer(config),
-                                     name=f"{name}_bias")(inputs[name])
-              for name in ("user_id", "movie_id")]
-    total = keras.layers.Add(name="bias_sum")(biases)
-    return keras.Model(inputs, RatingHead(mean=rating_mean, name="rating")(total),
-                       name="biases")
+                                     name=f"{name}_bias")(inputs[name]) for name in names]
+    if not biases:
+        # No input reaches the output: the outputs are learned constants.
+        first = keras.ops.cast(next(iter(inputs.values())), "float32")
+        first = first if len(first.shape) > 1 else keras.ops.expand_dims(first, -1)
+        x = keras.ops.zeros_like(first[:, :1])
+    else:
+        x = keras.layers.Add(name="bias_sum")(biases) if len(biases) > 1 else biases[0]
+    return keras.Model(inputs, task.head(x), name="biases")

@@ -1,12 +1,11 @@
-"""Deep Crossing's embedding and stacking layers, shared by DeepMix and its baselines; and the
-scoring heads."""
+"""Deep Crossing's embedding and stacking layers, shared by DeepMix and its baselines (the
+output layers belong to the tasks: `deepmix_tf.tasks`)."""
 
 import keras
 import numpy as np
 
-from deepmix_tf.data import schema
 from deepmix_tf.layers.dropout import Dropout
-from deepmix_tf.models.preprocessing import MOVIE_ROW
+from deepmix_tf.models.preprocessing import row_input
 
 
 @keras.saving.register_keras_serializable(package="deepmix_tf")
@@ -36,36 +35,6 @@ class DenseTable(keras.layers.Layer):
         return {**super().get_config(), "rows": self.rows, "dim": self.dim}
 
 
-@keras.saving.register_keras_serializable(package="deepmix_tf")
-class RatingHead(keras.layers.Layer):
-    """`y = mean + w^T x + b`; at inference clipped to the rating scale [low, high].
-
-    Training sees the unclipped value so that its gradient never vanishes.
-
-    Args:
-        mean: float. Training mean rating, the starting point of the prediction.
-        low, high: floats. The rating scale.
-    """
-
-    def __init__(self, mean=3.5, low=1.0, high=5.0, **kwargs):
-        super().__init__(**kwargs)
-        self.mean, self.low, self.high = mean, low, high
-        self.dense = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
-
-    def build(self, input_shape):
-        self.dense.build(input_shape)
-
-    def call(self, x, training=False):
-        y = self.mean + keras.ops.squeeze(self.dense(x), -1)
-        return y if training else keras.ops.clip(y, self.low, self.high)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0],)
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "low": self.low, "high": self.high}
-
-
 def model_inputs(preprocessor):
     """Keras Inputs matching the preprocessor's outputs (the network's inputs)."""
     inputs = {}
@@ -74,35 +43,48 @@ def model_inputs(preprocessor):
     return inputs
 
 
-def embed(inputs, task, vocabularies, config, table=None):
+def embedding_rows(feature):
+    """Rows of a categorical feature's embedding table: its OOV indices and vocabulary, or
+    its hash buckets."""
+    if feature.get("hash_buckets"):
+        return feature["hash_buckets"]
+    return len(feature["vocabulary"]) + feature["num_oov_indices"]
+
+
+def embed(inputs, meta, config, tables=None):
     """Embedding layer of Deep Crossing: one vector per feature.
 
+    Args:
+        inputs: the preprocessed inputs (`model_inputs`).
+        meta: the build's metadata (its features, in order).
+        tables: {dense table name: standardized float32 (rows + 1, d)} or None.
+
     Returns:
-        (embeddings: list of (batch, embedding_dim) tensors, one per categorical feature and
-        one for the multi-hot genres; dense: (batch, d) tensor of numeric features and dense
-        table rows, or None).
+        (embeddings: list of (batch, embedding_dim) tensors, one per categorical and
+        multi-hot feature; dense: (batch, d) tensor of numeric features and dense table
+        rows, or None).
     """
     regularizer = l2_regularizer(config)
     embeddings, dense = [], []
-    for f in schema.features(task):
-        if f.name not in inputs:
+    for f in meta["features"]:
+        if f["name"] not in inputs:
             continue
-        x = inputs[f.name]
-        if f.kind == schema.CATEGORICAL:
-            layer = keras.layers.Embedding(len(vocabularies[f.name]) + 1, config.embedding_dim,
+        x = inputs[f["name"]]
+        if f["type"] == "categorical":
+            layer = keras.layers.Embedding(embedding_rows(f), config.embedding_dim,
                                            embeddings_regularizer=regularizer,
-                                           name=f"{f.name}_embedding")
+                                           name=f"{f['name']}_embedding")
             embeddings.append(layer(x))
-        elif f.kind == schema.MULTI_HOT:
-            # A linear map of a multi-hot vector is the sum of its genres' embeddings.
+        elif f["type"] == "multi_hot":
+            # A linear map of a multi-hot vector is the sum of its items' embeddings.
             embeddings.append(keras.layers.Dense(
                 config.embedding_dim, use_bias=False, kernel_regularizer=regularizer,
-                name=f"{f.name}_embedding")(x))
-        elif f.kind == schema.NUMERIC:
+                name=f"{f['name']}_embedding")(x))
+        elif f["type"] == "numeric":
             dense.append(keras.ops.expand_dims(x, -1))
-    if table is not None and MOVIE_ROW in inputs:
-        layer = DenseTable(table.shape[0], table.shape[1], name="movie_table")
-        dense.append(layer(inputs[MOVIE_ROW]))
+    for name, table in (tables or {}).items():
+        layer = DenseTable(table.shape[0], table.shape[1], name=f"{name}_table")
+        dense.append(layer(inputs[row_input(name)]))
         layer.set_weights([table])
     dense = (keras.layers.Concatenate(name="dense_features")(dense) if len(dense) > 1
              else dense[0] if dense else None)
@@ -127,13 +109,6 @@ def mlp(x, units, config, name):
 def l2_regularizer(config):
     """The configured L2 penalty, or None when `config.l2` is 0."""
     return keras.regularizers.L2(config.l2) if config.l2 else None
-
-
-def head(x, task, config, rating_mean):
-    """Scoring layer: one rating, or 18 genre logits."""
-    if task == "rating":
-        return RatingHead(mean=rating_mean, name="rating")(x)
-    return keras.layers.Dense(18, name="genre_logits")(x)
 
 
 def standardize(table):

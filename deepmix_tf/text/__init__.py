@@ -1,7 +1,7 @@
 """Text side of DeepMix: a pretrained sentence encoder (KerasHub, offline) and the
 NodeEncoder that turns its outputs into movie node embeddings."""
 
-from deepmix_tf.text.movie_text import TEXT_FIELDS, movie_text, movie_texts, text_fields
+from deepmix_tf.text.movie_text import TEXT_FIELDS, movie_text, movie_texts
 from deepmix_tf.text.sentence_encoder import (EncoderNotFoundError, SentenceEncoder,
                                               default_preset, embed_sentences)
 
@@ -16,4 +16,4 @@ def __getattr__(name):
 
 
 __all__ = ["EncoderNotFoundError", "NodeEncoder", "SentenceEncoder", "TEXT_FIELDS",
-           "default_preset", "embed_sentences", "movie_text", "movie_texts", "text_fields"]
+           "default_preset", "embed_sentences", "movie_text", "movie_texts"]

@@ -1,16 +1,8 @@
-"""The text of a movie node, from the rel-movielens1m movie table."""
+"""The text of a movie node, from a movie table (a spec's `text` names the fields)."""
 
 # Every field a movie text may use, in the order they are written.
 TEXT_FIELDS = ("title", "year", "genres", "director", "cast", "runtime", "languages",
                "certificate", "plot")
-
-
-def text_fields(task):
-    """The fields of a task's movie texts: all of them, except genres for the genre task
-    (its label)."""
-    if task not in ("rating", "genre"):
-        raise ValueError(f"unknown task {task!r}; expected 'rating' or 'genre'")
-    return tuple(f for f in TEXT_FIELDS if not (task == "genre" and f == "genres"))
 
 
 def movie_text(movie, fields=TEXT_FIELDS):

@@ -1,4 +1,5 @@
-"""From the movie table and the rating graph to `node_embeddings.npy`, cached."""
+"""From the item table (a spec's `text`) and the interaction graph to `node_embeddings.npy`,
+cached."""
 
 import dataclasses
 import os
@@ -6,10 +7,11 @@ import time
 
 import numpy as np
 
-from deepmix_tf.data import locate, movielens, tfrecords
+from deepmix_tf.data import readers, tfrecords
+from deepmix_tf.data.spec import parse_spec
 from deepmix_tf.models.stacking import standardize
 from deepmix_tf.text import node_embeddings as nodes
-from deepmix_tf.text.movie_text import movie_texts, text_fields
+from deepmix_tf.text.movie_text import movie_texts
 
 
 def _preset_files(preset):
@@ -25,18 +27,26 @@ def _preset_files(preset):
     return out
 
 
-def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, config=None,
+def item_texts(spec, data_dir=None):
+    """The item texts a spec declares (`text`: table, key, fields): (ids, texts)."""
+    if not spec.text:
+        raise ValueError(f"{spec.path}: the spec declares no item text (\"text\")")
+    table = readers.read_table(spec.tables[spec.text["table"]], spec.data_root(data_dir))
+    fields = tuple(spec.text["fields"])
+    return table[spec.text["key"]].to_numpy(np.int64), movie_texts(table, fields), fields
+
+
+def encode_nodes(data_dir, dataset_dir, output_dir, preset=None, config=None,
                  force=False, log=print, progress=True):
-    """Makes (or reuses) the movie node embeddings of a task.
+    """Makes (or reuses) the item node embeddings of a build's dataset.
 
     Args:
-        data_dir: data root holding `rel-movielens1m/` (the movie table with text).
-        dataset_dir: a TFRecord build (`<tfrecord_dir>/<protocol>`): its rating-graph table
-            of `task` is the target (contrastive, or the spectral columns for
-            `objective="graph_prior"`).
+        data_dir: data root of the spec's files (the item table with text).
+        dataset_dir: a TFRecord build: its spec names the item texts (`text`, which never
+            holds the label), and its interaction-graph table is the target (contrastive, or
+            the spectral columns for `objective="graph_prior"`).
         output_dir: folder of `node_embeddings.npy`, `node_embeddings.ids.npy` and
             `node_embeddings.json`.
-        task: "rating" (texts include genres) or "genre" (texts never include genres).
         preset: encoder folder, default the installed all-MiniLM-L6-v2.
         config: `NodeConfig` or None.
         force: rebuild even when inputs are unchanged.
@@ -48,12 +58,10 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
 
     config = config or nodes.NodeConfig()
     preset = os.path.abspath(preset or default_preset())
-    movies = movielens.read_movies_csv(
-        os.path.join(locate.rel_movielens1m_dir(data_dir), "regression", "movies.csv"))
-    fields = text_fields(task)
-    texts = movie_texts(movies, fields)
-    movie_ids = movies["movie_id"].to_numpy(np.int64)
-    graph_ids, graph_values, graph_names = tfrecords.load_dense_table(dataset_dir, task,
+    meta = tfrecords.read_metadata(dataset_dir)
+    spec = parse_spec(meta["spec"], meta["spec_path"])
+    movie_ids, texts, fields = item_texts(spec, data_dir)
+    graph_ids, graph_values, graph_names = tfrecords.load_dense_table(dataset_dir,
                                                                        with_names=True)
     graph = np.zeros((len(movie_ids), graph_values.shape[1]), np.float32)
     raw = np.zeros_like(graph)
@@ -105,7 +113,7 @@ def encode_nodes(data_dir, dataset_dir, output_dir, task="rating", preset=None, 
                                   f"{dataset_dir}; text: frozen sentence embedding)"),
                     "epoch_losses": [round(x, 5) for x in losses]}
     metadata = {
-        "task": task,
+        "dataset": meta["dataset"],
         "encoder": {"preset": preset, "files_md5": preset_md5,
                     "sequence_length": config.sequence_length},
         "text_fields": list(fields),

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the two tasks, computed on whole splits."""
+"""Evaluation metrics of the tasks (`deepmix_tf.tasks`), computed on whole splits."""
 
 import keras
 import numpy as np
@@ -7,10 +7,30 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 ADJUSTMENTS = np.round(np.arange(0.0, 1.001, 0.125), 3)
 
 
-def rating_metrics(y_true, y_pred, low=1.0, high=5.0):
-    """MAE and RMSE of predictions clipped to the rating scale."""
-    error = np.clip(y_pred, low, high) - y_true
+def regression_metrics(y_true, y_pred, low=None, high=None):
+    """MAE and RMSE of predictions clipped to [low, high] (None: unbounded)."""
+    y_pred = np.clip(y_pred, -np.inf if low is None else low, np.inf if high is None else high)
+    error = y_pred - y_true
     return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2)))}
+
+
+def binary_metrics(y_true, logits):
+    """Exact ROC AUC (ties share their average rank) and log loss of logits."""
+    y = np.asarray(y_true, np.float64).reshape(-1) >= 0.5
+    z = np.asarray(logits, np.float64).reshape(-1)
+    # log(1 + e^z) - y z, written to stay finite for large |z|.
+    log_loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if not positives or not negatives:
+        return {"auc": float("nan"), "log_loss": log_loss}
+    order = np.argsort(z, kind="mergesort")
+    ranks = np.empty(len(z))
+    sorted_z = z[order]
+    starts = np.flatnonzero(np.r_[True, sorted_z[1:] != sorted_z[:-1]])
+    ends = np.r_[starts[1:], len(z)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    auc = (ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    return {"auc": float(auc), "log_loss": log_loss}
 
 
 def f1_scores(y_true, probabilities, threshold):

@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 
-METRICS = {"rating": ("mae", "rmse"), "genre": ("micro_f1", "macro_f1")}
-LOWER_IS_BETTER = {"mae", "rmse"}
+from deepmix_tf.tasks import TASK_TYPES
+
+LOWER_IS_BETTER = set().union(*(t.lower_is_better for t in TASK_TYPES.values()))
 
 # Numbers not measured by this project, shown as labelled reference rows.
 REFERENCES = [
@@ -35,9 +36,29 @@ def load_runs(patterns):
     return runs
 
 
+def run_metrics(run):
+    """The metrics of a run's task type, in report order (from `task_type`, or for older
+    runs the type whose metrics its test results hold)."""
+    if run.get("task_type") in TASK_TYPES:
+        return TASK_TYPES[run["task_type"]].metric_names
+    for task in TASK_TYPES.values():
+        if set(task.metric_names) <= set(run["test"]):
+            return task.metric_names
+    raise ValueError(f"{run.get('path')}: no task type's metrics in {sorted(run['test'])}")
+
+
+def _tasks(summary):
+    """{task: its metric names}, in the order the summary first names them."""
+    out = {}
+    for (task, _, _), row in summary.items():
+        out.setdefault(task, row["metrics"])
+    return out
+
+
 def _label(run):
     config = run.get("config", {})
-    if "node" not in (config.get("dense_tables") or []):
+    uses_nodes = config.get("node_embeddings") or "node" in (config.get("dense_tables") or [])
+    if not uses_nodes:
         return run["model"]
     # Node embeddings as the graph table's prior (Config.node_prior) or as extra columns.
     return run["model"] + (" + node prior" if config.get("node_prior") else " + node embeddings")
@@ -57,8 +78,9 @@ def summarize(runs):
         for run in sorted(members, key=lambda r: os.path.getmtime(r["path"])):
             by_seed[run["seed"]] = run
         members = list(by_seed.values())
-        row = {"seeds": len(members)}
-        for metric in METRICS[key[0]]:
+        metrics = run_metrics(members[0])
+        row = {"seeds": len(members), "metrics": metrics}
+        for metric in metrics:
             values = np.array([r["test"][metric] for r in members])
             row[f"test_{metric}_mean"] = float(values.mean())
             row[f"test_{metric}_std"] = float(values.std())
@@ -69,7 +91,7 @@ def summarize(runs):
 
 def markdown(summary):
     lines = []
-    for task, metrics in METRICS.items():
+    for task, metrics in _tasks(summary).items():
         lines += [f"### {task}", "",
                   "| model | protocol | seeds | " + " | ".join(f"test {m}" for m in metrics)
                   + " | examples/s |", "|" + " --- |" * (len(metrics) + 4)]
@@ -93,7 +115,7 @@ def against_baselines(summary, protocol="rel-movielens1m"):
     """One line per task: where DeepMix's mean test metric is not better than a measured
     baseline's (rows with node embeddings and reference rows are not baselines)."""
     lines = []
-    for task, metrics in METRICS.items():
+    for task, metrics in _tasks(summary).items():
         ours = summary.get((task, "deepmix", protocol))
         if ours is None:
             continue
@@ -119,19 +141,20 @@ def against_baselines(summary, protocol="rel-movielens1m"):
     return lines
 
 
-def summary_json(summary, speed=None):
-    """The `results/summary.json` shape: per task and model, test means and seed counts."""
-    out = {"rating": {}, "genre": {}, "speed": speed or {}}
-    for (task, label, protocol), row in summary.items():
-        if protocol != "rel-movielens1m":
+def summary_json(summary, speed=None, protocol="rel-movielens1m"):
+    """The `results/summary.json` shape: per task and model, test means (and the first
+    metric's standard deviation) and seed counts."""
+    out = {"speed": speed or {}}
+    for (task, label, p), row in summary.items():
+        if p != protocol:
             continue
         entry = {"seeds": row["seeds"]}
-        if task == "rating":
-            entry.update(test_mae_mean=row["test_mae_mean"], test_mae_std=row["test_mae_std"])
-        else:
-            entry.update(test_micro_f1_mean=row["test_micro_f1_mean"],
-                         test_macro_f1_mean=row["test_macro_f1_mean"])
-        out[task][label] = entry
+        first = row["metrics"][0]
+        entry[f"test_{first}_mean"] = row[f"test_{first}_mean"]
+        entry[f"test_{first}_std"] = row[f"test_{first}_std"]
+        for m in row["metrics"][1:]:
+            entry[f"test_{m}_mean"] = row[f"test_{m}_mean"]
+        out.setdefault(task, {})[label] = entry
     return out
 
 
@@ -149,7 +172,8 @@ def chart(summary, path, protocol="rel-movielens1m"):
 
     from deepmix_tf.files import staged_file
 
-    panels = [(task, metric) for task, metrics in METRICS.items() for metric in metrics
+    # Each task's metrics but RMSE, which tells little beside MAE.
+    panels = [(task, metric) for task, metrics in _tasks(summary).items() for metric in metrics
               if metric != "rmse"]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     for axis, (task, metric) in zip(axes, panels):
@@ -168,9 +192,9 @@ def chart(summary, path, protocol="rel-movielens1m"):
         if means:
             low = min(means + [v[metric] for _, t, v in REFERENCES
                                if t == task and metric in v])
-            axis.set_ylim(bottom=0 if metric != "mae" else 0.6 * low)
-        axis.set_title(f"{task}: test {metric} ({'lower' if metric == 'mae' else 'higher'} "
-                       "is better)", fontsize=9)
+            axis.set_ylim(bottom=0 if metric not in LOWER_IS_BETTER else 0.6 * low)
+        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        axis.set_title(f"{task}: test {metric} ({better} is better)", fontsize=9)
         axis.legend(fontsize=6, loc="lower right")
     figure.tight_layout()
     with staged_file(path, "wb") as f:

@@ -17,72 +17,30 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deepmix_tf import tasks
 from deepmix_tf.data import locate, tfrecords
+from deepmix_tf.data.spec import load_spec
 from deepmix_tf.files import write_json
 from deepmix_tf.models import build_model, load_tables
-from deepmix_tf.models.config import Config
+# Re-exported: callers build a run's configuration from here.
+from deepmix_tf.models.config import Config, default_config  # noqa: F401
 from deepmix_tf.training import distribute
-from deepmix_tf.training import metrics as metrics_lib
-
-
-def default_config(task, model="deepmix", **overrides):
-    """The default configuration of a task and model (flags and `--config` override it)."""
-    # DeepMix's parallel form (CrossNetMix and the residual block side by side) was chosen
-    # on validation for both tasks, means of seeds 42, 1, 2: rating MAE 0.6693 vs 0.6725
-    # stacked, genre micro/macro-F1 0.772/0.668 vs 0.770/0.638 (ratings later moved to
-    # `towers`, below). `combine` changes nothing in the other models.
-    config = Config(task=task, model=model, combine="parallel")
-    if task == "rating" and model == "deepmix":
-        # Chosen on validation MAE, means of seeds 42, 1, 2 (2026-11-25): CrossNetMix with
-        # identity `g` (0.6670 vs 0.6686 with tanh), and with it a learning rate of 2e-3
-        # (0.6662 vs 0.6670). 2e-3 did not help DCN-V2 or Deep Crossing (seed 42: 0.6651 vs
-        # 0.6642, 0.6697 vs 0.6689), so they keep 1e-3. On genres identity `g` raised
-        # validation micro-F1 (0.783 vs 0.771) but lowered macro-F1 (0.651 vs 0.668): tanh
-        # stays there. A narrow residual block, hidden width a quarter of the stacked width
-        # (212 -> 53 -> 212), was as good as the wide one (0.6647 vs 0.6673 with 2x; 0.5x:
-        # 0.6652) at a ninth of the block's multiply-adds (2026-11-25). With it, the
-        # `towers` form (DCN-V2's parallel structure) beat `parallel`: 0.6634 vs 0.6647; on
-        # genres it lost (0.7656/0.6713 vs 0.7751/0.6883).
-        config = config.replace(cross_activation="linear", learning_rate=2e-3,
-                                residual_width=0.25, combine="towers")
-    if task == "genre":
-        # 388 training movies: small, strongly regularised, many short epochs. Dropout 0.5
-        # and L2 1e-3 were chosen on validation (DeepMix micro-F1 0.787 vs 0.748 with 0.3
-        # and 1e-4).
-        config = config.replace(embedding_dim=8, batch_size=32, epochs=300, patience=30,
-                                dropout=0.5, l2=1e-3, head_units=[64], low_rank=16,
-                                learning_rate=1e-3)
-        if model in ("deepmix", "dcn_v2"):
-            # Validation micro/macro-F1, means of seeds 42, 1, 2 (2026-11-25): a 128-unit
-            # head MLP, DeepMix 0.7794/0.6969 vs 0.7751/0.6883 with 64, DCN-V2
-            # 0.7639/0.6811 vs 0.7638/0.6721. DLRM's top MLP lost (0.7233/0.5786 vs
-            # 0.7195/0.5905); Deep Crossing has none. Not better for DeepMix: 3 cross
-            # layers 0.7714/0.6903, 8 experts 0.7719/0.6905, embeddings of 16
-            # 0.7630/0.6786, the narrow residual block 0.7679/0.6956, `towers`
-            # 0.7656/0.6713. Re-checked on seed 42 after the genre graph table grew to a
-            # 128-d SVD (2026-11-26; these defaults 0.8149/0.7856): `towers`
-            # 0.8063/0.7642, `stacked` 0.8075/0.7788, the narrow block 0.8141/0.7794, both
-            # 0.8163/0.7781, dropout 0.3 0.8135/0.7891, L2 1e-4 0.8117/0.7943, a 256-unit
-            # head 0.8102/0.7754, rank 32 0.8137/0.7937: none clear of the seeds' spread
-            # (micro+macro 1.578-1.623 over seeds 42, 1, 2), so the defaults stay.
-            config = config.replace(head_units=[128])
-    return config.replace(**overrides)
 
 
 def resolve_dataset(config, data_dir, tfrecord_dir, log=print, build=True, timeout=1800):
-    """The TFRecord folder of the run's protocol: built (or found up to date) from the data
-    root; an existing build is used as it is when no data root is present.
+    """The TFRecord build of the run's dataset spec: built (or found up to date) from the
+    data; an existing build is used as it is when the source data is absent.
 
     With `build=False` (workers other than the chief) it waits up to `timeout` seconds for
     another process to finish an up-to-date build instead of writing one itself.
     """
-    existing = os.path.join(tfrecord_dir, config.protocol)
+    spec = load_spec(config.dataset)
+    existing = tfrecords.build_dir(spec, tfrecord_dir)
     deadline = time.monotonic() + timeout
     try:
         if build:
-            return tfrecords.build_tfrecords(data_dir, tfrecord_dir, protocol=config.protocol,
-                                             seed=42, log=log)
-        while not tfrecords.up_to_date_build(data_dir, tfrecord_dir, config.protocol, seed=42):
+            return tfrecords.build_tfrecords(spec, data_dir, tfrecord_dir, log=log)
+        while not tfrecords.up_to_date_build(spec, data_dir, tfrecord_dir):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no up-to-date TFRecord build appeared in {existing} "
                                    f"within {timeout} s (the chief builds it)")
@@ -168,8 +126,7 @@ class _Validation(keras.callbacks.Callback):
         regularization = float(sum(np.asarray(x) for x in self.model.losses))
         loss = float(np.mean(np.asarray(self.loss(y.reshape(p.shape), p))))
         logs["val_loss"] = loss + regularization
-        if self.task == "rating":
-            logs.update({f"val_{k}": v for k, v in metrics_lib.rating_metrics(y, p).items()})
+        logs.update(self.task.validation_logs(y, p))
 
 
 def _predict(model, dataset):
@@ -180,23 +137,10 @@ def _predict(model, dataset):
     return np.concatenate(labels), np.concatenate(predictions)
 
 
-def evaluate(network, task, datasets, prior=None):
-    """Metrics of every split in `datasets` ({"val": ds, "test": ds}).
-
-    For genres, predictions are `probability >= threshold` per genre, the thresholds
-    chosen on "val" from the training split's genre shares `prior`
-    (`metrics.choose_genre_decision`). Returns (metrics per split, that decision or None).
-    """
-    results, outputs = {}, {name: _predict(network, ds) for name, ds in datasets.items()}
-    if task == "rating":
-        for name, (y, p) in outputs.items():
-            results[name] = metrics_lib.rating_metrics(y, p)
-        return results, None
-    decision = metrics_lib.choose_genre_decision(*outputs["val"], prior)
-    for name, (y, logits) in outputs.items():
-        results[name] = metrics_lib.f1_scores(y, 1 / (1 + np.exp(-logits)),
-                                              decision["thresholds"])
-    return results, decision
+def evaluate(network, task, datasets):
+    """Metrics of every split in `datasets` ({"val": ds, "test": ds}), and the task's
+    decision rule chosen on "val" (or None): see `Task.evaluate`."""
+    return task.evaluate({name: _predict(network, ds) for name, ds in datasets.items()})
 
 
 def weights_digest(model):
@@ -223,9 +167,9 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
         verbose: Keras `fit` verbosity.
         strategy: `tf.distribute.Strategy` or None (see `distribute.make_strategy`). Under a
             multi-worker strategy every worker calls `train` with the same arguments.
-        dataset_dir: a finished TFRecord build (`<tfrecord_dir>/<protocol>`, e.g. one made
-            with other options by `build_tfrecords`) to use as it is, never rebuilt; when
-            set, `data_dir` and `tfrecord_dir` are not used.
+        dataset_dir: a finished TFRecord build (e.g. one made with other options by
+            `build_tfrecords`) to use as it is, never rebuilt; when set, `data_dir` and
+            `tfrecord_dir` are not used.
 
     Returns:
         The metrics dict (the chief also writes it to `metrics.json`).
@@ -251,28 +195,19 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     if dataset_dir is None:
         dataset_dir = resolve_dataset(config, data_dir, tfrecord_dir, log, build=chief)
     meta = tfrecords.read_metadata(dataset_dir)
-    if meta.get("protocol") != config.protocol:
-        raise ValueError(f"{dataset_dir} is a {meta.get('protocol')!r} build; the run's "
-                         f"protocol is {config.protocol!r}")
-    task_meta = meta["tasks"][config.task]
+    spec_name = load_spec(config.dataset).name
+    if meta.get("dataset") != spec_name:
+        raise ValueError(f"{dataset_dir} is a build of {meta.get('dataset')!r}; the run's "
+                         f"dataset is {spec_name!r}")
+    task = tasks.make_task(meta["task"])
     if strategy is None:
         strategy = tf.distribute.get_strategy()
     with strategy.scope():
-        tables = load_tables(dataset_dir, config)
-        preprocessor, network, full = build_model(config, task_meta, tables)
-        loss = {"mse": "mse", "mae": "mae", "huber": keras.losses.Huber(delta=1.0)}
-        if config.task == "rating":
-            compiled_loss = loss[config.loss]
-            compiled_metrics = [keras.metrics.MeanAbsoluteError(name="mae"),
-                                keras.metrics.RootMeanSquaredError(name="rmse")]
-            monitor = "val_mae"
-        else:
-            compiled_loss = keras.losses.BinaryCrossentropy(from_logits=True)
-            compiled_metrics = [keras.metrics.AUC(multi_label=True, from_logits=True,
-                                                  num_labels=18, name="auc")]
-            monitor = "val_loss"
+        tables = load_tables(dataset_dir, config, meta)
+        preprocessor, network, full = build_model(config, meta, tables)
+        compiled_loss = task.loss(config)
         network.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                        loss=compiled_loss, metrics=compiled_metrics,
+                        loss=compiled_loss, metrics=task.train_metrics(),
                         jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
 
@@ -282,12 +217,12 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
 
     def dataset(split, shuffle=False, batch_size=config.batch_size, input_context=None,
                 repeat=False):
-        return tfrecords.make_dataset(dataset_dir, config.task, split, batch_size,
+        return tfrecords.make_dataset(dataset_dir, split, batch_size,
                                       shuffle=shuffle, seed=config.seed, in_memory=True,
                                       transform=preprocess, input_context=input_context,
                                       repeat=repeat)
 
-    train_examples = task_meta["splits"]["train"]["examples"]
+    train_examples = meta["splits"]["train"]["examples"]
     steps_per_epoch = None
     if distribute.is_default(strategy):
         train_ds, val_ds = dataset("train", True), dataset("validation")
@@ -315,14 +250,14 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     if chief and not os.path.isdir(backup.backup_dir) and os.path.exists(history_csv):
         os.remove(history_csv)  # a new run, not a resumed one
     callbacks = [
-        *([_Validation(dataset("validation"), config.task, compiled_loss)] if val_ds is None
+        *([_Validation(dataset("validation"), task, compiled_loss)] if val_ds is None
           else []),
         # The history row of an epoch is written before its backup: a kill between the two
         # repeats that epoch's row rather than losing it.
         *([keras.callbacks.CSVLogger(history_csv, append=True),
            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))] if chief else []),
         backup,
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
+        keras.callbacks.EarlyStopping(monitor=task.monitor, patience=config.patience,
                                       restore_best_weights=True),
         throughput,
     ]
@@ -340,8 +275,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
                               verbose=verbose)
     wall = time.perf_counter() - start
     output = {
-        "task": config.task, "model": config.model, "protocol": config.protocol,
-        "seed": config.seed,
+        "dataset": meta["dataset"], "task": task.name, "task_type": task.type,
+        "model": config.model, "protocol": meta["protocol"], "seed": config.seed,
         "epochs_run": backup.resumed_at_epoch + len(history.history.get("loss", [])),
         "resumed_at_epoch": backup.resumed_at_epoch,
         "examples_per_s": round(throughput.examples_per_second(), 1),
@@ -352,24 +287,20 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     }
     # Every worker evaluates and saves (reading variables may be collective); only the
     # chief's files are kept.
-    results, decision = evaluate(network, config.task,
-                                 {"val": dataset("validation"), "test": dataset("test")},
-                                 prior=task_meta["label_mean"])
+    results, decision = evaluate(network, task,
+                                 {"val": dataset("validation"), "test": dataset("test")})
     full.save(os.path.join(out_dir, "model.keras"))
     if not chief:
         log(json.dumps({k: output[k] for k in ("strategy", "epochs_run", "weights_sha256")}))
         return output
     output.update({
         "val": results["val"], "test": results["test"],
-        "dataset": {"dir": os.path.abspath(dataset_dir), "fingerprint": meta["fingerprint"]},
+        "build": {"dir": os.path.abspath(dataset_dir), "fingerprint": meta["fingerprint"]},
         "config": dataclasses.asdict(config),
     })
     if decision is not None:
-        # Per-genre probability thresholds (what the export applies), and how they were
-        # chosen on validation.
-        output["threshold"] = decision["thresholds"]
-        output["decision"] = {k: v for k, v in decision.items() if k != "thresholds"}
-        output["genres"] = list(meta["genres"])
+        # The decision rule the export applies, chosen on validation.
+        output["decision"] = decision
     write_json(os.path.join(model_dir, "metrics.json"), output)
     log(json.dumps({k: output[k] for k in ("task", "model", "val", "test", "examples_per_s",
                                            "wall_time_s", "strategy", "weights_sha256")}))

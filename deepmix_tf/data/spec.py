@@ -1,0 +1,511 @@
+"""A dataset as data: one JSON (or YAML) file declares the source tables, how they join, the
+split protocol, the task and the features. The build, the models, the trainer and the export
+read only this declaration and the metadata the build writes; none of them names a column.
+
+A spec file (every key is described in BUILD.md, "Dataset specs"):
+
+    {
+      "name": "my-clicks",
+      "root": ".",                                   # files relative to this spec's folder
+      "tables": {
+        "events": {"files": "events.csv", "format": {"type": "csv"},
+                   "columns": [{"name": "user", "dtype": "string"},
+                               {"name": "price", "dtype": "float32", "optional": true},
+                               {"name": "clicked", "dtype": "int64", "values": [0, 1]}]}},
+      "examples": {"table": "events"},
+      "split": {"type": "random", "seed": 42, "fractions": [0.8, 0.1, 0.1]},
+      "task": {"name": "click", "type": "binary", "label": "clicked"},
+      "features": [{"name": "user", "type": "categorical"},
+                   {"name": "price", "type": "numeric", "transform": ["log1p", "standardize"]}]
+    }
+
+`load_spec` validates everything on load; a mistake is a `SpecError` naming the spec file and
+the key path (`tables.events.columns[1].dtype`).
+"""
+
+import dataclasses
+import json
+import os
+
+DTYPES = ("int64", "float32", "string")
+FORMATS = ("csv", "tsv", "delimited", "parquet")
+FEATURE_TYPES = ("categorical", "numeric", "multi_hot")
+SPLIT_TYPES = ("files", "random", "chronological", "ordered")
+TRANSFORMS = ("log1p", "standardize")
+TASK_TYPES = ("regression", "binary", "multi_label")  # deepmix_tf.tasks implements them
+SPLITS = ("train", "validation", "test")
+# The specs shipped with the package: `load_spec("movielens1m-rating")` finds them by name.
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "datasets")
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be used: says which file and which key."""
+
+    def __init__(self, path, key, message):
+        self.path, self.key = str(path), key
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of a source table, typed and checked when read.
+
+    Args:
+        name: str. The column's name in the pipeline.
+        source: str. The column's name in the file (its header, or `format.names`);
+            defaults to `name`.
+        dtype: "int64", "float32" or "string".
+        optional: bool. Empty values are allowed and become `missing`.
+        missing: the value an empty field takes (0, 0.0 or "" by default).
+        values: list or None. The only values allowed (for a `multi` column: each item).
+        range: [low, high] or None. Allowed numeric range, inclusive (null: unbounded).
+        multi: str or None. The column holds items joined by this separator.
+        regex: str or None. The value is group 1 of this regular expression searched in the
+            field; where it does not match, `missing` if the column is optional, else the
+            whole field.
+        references: str or None. Every value must be a key of this table.
+    """
+
+    name: str
+    source: str = None
+    dtype: str = "string"
+    optional: bool = False
+    missing: object = None
+    values: tuple = None
+    range: tuple = None
+    multi: str = None
+    regex: str = None
+    references: str = None
+
+    @property
+    def fill(self):
+        if self.missing is not None:
+            return self.missing
+        return "" if self.dtype == "string" else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A source table: one file, a list of files read one after the other, or one file per
+    split (`{"train": ..., "validation": ..., "test": ...}`, for `split.type == "files"`)."""
+
+    name: str
+    files: object
+    format: dict
+    encoding: str
+    columns: tuple
+    key: str = None
+    unique: tuple = None
+
+    def column(self, name):
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One model input.
+
+    Args:
+        name: str. A column of the joined examples; the name in TFRecords, model inputs and
+            the serving signature.
+        type: "categorical" (vocabulary lookup or hashing, then an embedding), "numeric"
+            (a float after `transform`) or "multi_hot" (separator-joined items, a sum of
+            their embeddings).
+        enabled: bool. Whether models use it by default (it is written either way).
+        doc: str. What the value is (shown in the serving signature's documentation).
+        prefix: int or None. Strings: only this many leading characters are used.
+        vocabulary: dict. `min_count` (1), `max_size` (None), `num_oov_indices` (1),
+            `hash_buckets` (None: a vocabulary from the training split; N: hash into N
+            buckets, no vocabulary), `values` (a fixed list instead of one from the data).
+        separator: multi_hot: the item separator.
+        transform: numeric: steps applied in order: "log1p", "standardize" (with the
+            training split's mean and standard deviation).
+        clip: numeric: [low, high] applied before `transform` (null: unbounded).
+    """
+
+    name: str
+    type: str
+    enabled: bool = True
+    doc: str = ""
+    prefix: int = None
+    vocabulary: dict = None
+    separator: str = None
+    transform: tuple = ()
+    clip: tuple = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseTable:
+    """A dense per-key table fed to models as extra numeric features (looked up by `key`).
+
+    `derived` says how the build makes it; the only kind today is "interaction_graph"
+    (`data.graph.interaction_graph_features`): statistics of who interacted with each item
+    and how, and a spectral embedding of the item x user graph.
+    """
+
+    name: str
+    key: str
+    derived: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A validated dataset spec (see the module docstring)."""
+
+    name: str
+    path: str
+    root: str
+    data_subdir: str
+    protocol: str
+    tables: dict
+    examples: dict
+    split: dict
+    task: dict
+    features: tuple
+    dense_tables: tuple
+    text: dict
+    presets: str
+    download: str
+    raw: dict
+
+    def feature(self, name):
+        return next(f for f in self.features if f.name == name)
+
+    def example_columns(self):
+        """Every column of the joined examples: name -> (table, Column)."""
+        out = {}
+        for name in [self.examples["table"]] + [j["table"] for j in self.examples["join"]]:
+            for column in self.tables[name].columns:
+                out.setdefault(column.name, (name, column))
+        return out
+
+    def data_root(self, data_dir=None):
+        """Where the spec's relative file names point."""
+        if self.root is not None:
+            return self.root
+        from deepmix_tf.data import locate
+
+        return os.path.join(locate.resolve_data_dir(data_dir), self.data_subdir or "")
+
+    def source_files(self, data_dir=None):
+        """Absolute paths of every file the spec reads, in declaration order."""
+        root = self.data_root(data_dir)
+        out = []
+        for table in self.tables.values():
+            files = table.files
+            files = list(files.values()) if isinstance(files, dict) else (
+                [files] if isinstance(files, str) else list(files))
+            out += [f if os.path.isabs(f) else os.path.join(root, f) for f in files]
+        return list(dict.fromkeys(out))
+
+
+def builtin_specs():
+    """Names of the specs shipped in `deepmix_tf/datasets/`."""
+    return sorted(f[:-5] for f in os.listdir(BUILTIN_DIR) if f.endswith(".json"))
+
+
+def spec_path(name_or_path):
+    """A spec file: a path as given, else a shipped spec's name."""
+    if os.path.isfile(name_or_path):
+        return os.path.abspath(name_or_path)
+    builtin = os.path.join(BUILTIN_DIR, f"{name_or_path}.json")
+    if os.path.isfile(builtin):
+        return builtin
+    raise FileNotFoundError(f"no dataset spec {name_or_path!r}: not a file, and not one of the "
+                            f"shipped specs {builtin_specs()}")
+
+
+def load_spec(name_or_path):
+    """Reads and validates a dataset spec (a path, or the name of a shipped spec)."""
+    path = spec_path(name_or_path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise SpecError(path, None, "a YAML spec needs PyYAML (pip install pyyaml)") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SpecError(path, None, f"not valid YAML: {e}") from None
+    else:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(path, None, f"not valid JSON: line {e.lineno}: {e.msg}") from None
+    return parse_spec(raw, path)
+
+
+class _Checker:
+    """Reads typed values out of nested dicts, naming the key path on error."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, key, message):
+        raise SpecError(self.path, key, message)
+
+    def mapping(self, value, key, required=(), optional=()):
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping, got {type(value).__name__}")
+        unknown = sorted(set(value) - set(required) - set(optional))
+        if unknown:
+            self.fail(key, f"unknown key(s) {unknown}; known: {sorted(set(required) | set(optional))}")
+        for name in required:
+            if name not in value:
+                self.fail(key, f"missing required key {name!r}")
+        return value
+
+    def typed(self, value, key, types, what):
+        if isinstance(value, bool) and bool not in types:
+            self.fail(key, f"expected {what}, got {value!r}")
+        if not isinstance(value, types):
+            self.fail(key, f"expected {what}, got {value!r}")
+        return value
+
+    def choice(self, value, key, choices):
+        if value not in choices:
+            self.fail(key, f"expected one of {list(choices)}, got {value!r}")
+        return value
+
+    def pair(self, value, key):
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))
+                       for v in value)):
+            self.fail(key, f"expected [low, high] (numbers or null), got {value!r}")
+        return tuple(value)
+
+
+def _parse_column(c, value, key, table_names):
+    c.mapping(value, key, ("name",), ("source", "dtype", "optional", "missing", "values",
+                                      "range", "multi", "regex", "references", "doc"))
+    name = c.typed(value["name"], f"{key}.name", str, "a column name")
+    dtype = c.choice(value.get("dtype", "string"), f"{key}.dtype", DTYPES)
+    values = value.get("values")
+    if values is not None:
+        c.typed(values, f"{key}.values", list, "a list of allowed values")
+    refs = value.get("references")
+    if refs is not None and refs not in table_names:
+        c.fail(f"{key}.references", f"no table {refs!r}; tables: {sorted(table_names)}")
+    if value.get("regex") is not None:
+        import re
+
+        try:
+            if re.compile(value["regex"]).groups < 1:
+                c.fail(f"{key}.regex", "needs a group: the value is group 1")
+        except re.error as e:
+            c.fail(f"{key}.regex", f"not a regular expression: {e}")
+    missing = value.get("missing")
+    if missing is not None:
+        c.typed(missing, f"{key}.missing", str if dtype == "string" else (int, float),
+                f"a {dtype} value")
+    return Column(name=name, source=value.get("source", name), dtype=dtype,
+                  optional=bool(value.get("optional", False)), missing=missing,
+                  values=tuple(values) if values is not None else None,
+                  range=c.pair(value["range"], f"{key}.range") if "range" in value else None,
+                  multi=value.get("multi"), regex=value.get("regex"), references=refs)
+
+
+def _parse_format(c, value, key):
+    c.mapping(value, key, ("type",), ("header", "separator", "names"))
+    kind = c.choice(value["type"], f"{key}.type", FORMATS)
+    out = {"type": kind, "header": value.get("header", kind in ("csv", "tsv")),
+           "separator": value.get("separator", {"csv": ",", "tsv": "\t"}.get(kind)),
+           "names": value.get("names")}
+    if kind == "delimited" and not out["separator"]:
+        c.fail(f"{key}.separator", "a delimited format needs a separator")
+    if kind != "parquet" and not out["header"] and not out["names"]:
+        c.fail(f"{key}.names", "a file without a header needs the list of its column names")
+    return out
+
+
+def parse_spec(raw, path="<spec>"):
+    """Validates a spec given as plain data (see `load_spec`)."""
+    c = _Checker(path)
+    c.mapping(raw, "", ("name", "tables", "examples", "task", "features"),
+              ("description", "root", "data_subdir", "protocol", "split", "dense_tables", "text",
+               "presets", "download"))
+    tables = {}
+    names = c.mapping(raw["tables"], "tables", (), tuple(raw["tables"]) if isinstance(
+        raw["tables"], dict) else ())
+    for tname, t in names.items():
+        key = f"tables.{tname}"
+        c.mapping(t, key, ("files", "format", "columns"), ("encoding", "key", "unique"))
+        files = t["files"]
+        if isinstance(files, dict):
+            c.mapping(files, f"{key}.files", SPLITS)
+        elif not (isinstance(files, str) or (isinstance(files, list) and files
+                                             and all(isinstance(f, str) for f in files))):
+            c.fail(f"{key}.files", "expected a file name, a list of them, or one per split")
+        columns = tuple(_parse_column(c, col, f"{key}.columns[{i}]", set(names))
+                        for i, col in enumerate(c.typed(t["columns"], f"{key}.columns", list,
+                                                        "a list of columns")))
+        column_names = [col.name for col in columns]
+        if len(set(column_names)) != len(column_names):
+            c.fail(f"{key}.columns", f"repeated column names in {column_names}")
+        for k in ("key",):
+            if t.get(k) is not None and t[k] not in column_names:
+                c.fail(f"{key}.{k}", f"no column {t[k]!r}; columns: {column_names}")
+        unique = t.get("unique")
+        if unique is not None and not set(unique) <= set(column_names):
+            c.fail(f"{key}.unique", f"names columns that are not in {column_names}")
+        tables[tname] = Table(tname, files, _parse_format(c, t["format"], f"{key}.format"),
+                              t.get("encoding", "utf-8"), columns, t.get("key"),
+                              tuple(unique) if unique else None)
+
+    examples = c.mapping(raw["examples"], "examples", ("table",), ("join",))
+    if examples["table"] not in tables:
+        c.fail("examples.table", f"no table {examples['table']!r}; tables: {sorted(tables)}")
+    joins = []
+    for i, j in enumerate(examples.get("join", [])):
+        c.mapping(j, f"examples.join[{i}]", ("table", "on"))
+        if j["table"] not in tables or tables[j["table"]].key != j["on"]:
+            c.fail(f"examples.join[{i}]", f"joins need a table whose key is {j['on']!r}")
+        joins.append({"table": j["table"], "on": j["on"]})
+    examples = {"table": examples["table"], "join": joins}
+
+    split = c.mapping(raw.get("split", {"type": "files"}), "split", ("type",),
+                      ("seed", "fractions", "key", "time"))
+    c.choice(split["type"], "split.type", SPLIT_TYPES)
+    split = {"seed": 42, "fractions": [0.8, 0.1, 0.1], **split}
+    fractions = split["fractions"]
+    if (not isinstance(fractions, list) or len(fractions) != 3
+            or not all(isinstance(x, (int, float)) and x > 0 for x in fractions)):
+        c.fail("split.fractions", f"expected 3 positive proportions (train, validation, test), "
+                                  f"got {fractions!r}")
+    split["fractions"] = [x / sum(fractions) for x in fractions]
+    example_table = tables[examples["table"]]
+    if (split["type"] == "files") != isinstance(example_table.files, dict):
+        c.fail("split.type", f"'files' is the split type exactly when the examples table "
+                             f"({examples['table']}) has one file per split")
+    if split["type"] == "chronological":
+        for k in ("key", "time"):
+            if split.get(k) not in [col.name for col in example_table.columns]:
+                c.fail(f"split.{k}", f"expected a column of table {examples['table']!r}")
+
+    spec_columns = {}
+    for tname in [examples["table"]] + [j["table"] for j in joins]:
+        for col in tables[tname].columns:
+            if col.name in spec_columns and tname != examples["table"] and col.name not in [
+                    j["on"] for j in joins if j["table"] == tname]:
+                c.fail(f"tables.{tname}.columns", f"column {col.name!r} is already in the "
+                                                  "examples; joined columns need new names")
+            spec_columns.setdefault(col.name, col)
+
+    task = c.mapping(raw["task"], "task", ("type", "label"), ("name", "range", "classes",
+                                                             "separator"))
+    c.choice(task["type"], "task.type", TASK_TYPES)
+    if task["label"] not in spec_columns:
+        c.fail("task.label", f"no column {task['label']!r} in the examples")
+    task = {"name": task.get("name", task["type"]), **task}
+    if task["type"] == "multi_label":
+        label = spec_columns[task["label"]]
+        task.setdefault("classes", list(label.values or []))
+        task.setdefault("separator", label.multi)
+        if not task["classes"] or not task["separator"]:
+            c.fail("task", "a multi_label task needs its classes and separator (task.classes, "
+                           "task.separator, or the label column's values and multi)")
+    if task["type"] == "regression" and "range" in task:
+        task["range"] = list(c.pair(task["range"], "task.range"))
+
+    features = []
+    for i, f in enumerate(c.typed(raw["features"], "features", list, "a list of features")):
+        key = f"features[{i}]"
+        c.mapping(f, key, ("name", "type"), ("enabled", "doc", "prefix", "vocabulary",
+                                             "separator", "transform", "clip"))
+        if f["name"] not in spec_columns:
+            c.fail(f"{key}.name", f"no column {f['name']!r} in the joined examples")
+        if f["name"] == task["label"]:
+            c.fail(f"{key}.name", f"{f['name']!r} is the label: it may not be an input")
+        kind = c.choice(f["type"], f"{key}.type", FEATURE_TYPES)
+        column = spec_columns[f["name"]]
+        if kind == "numeric" and column.dtype == "string":
+            c.fail(f"{key}.type", f"column {f['name']!r} is a string; numeric needs a number")
+        if kind == "multi_hot" and column.dtype != "string":
+            c.fail(f"{key}.type", f"multi_hot needs a string column, {f['name']!r} is "
+                                  f"{column.dtype}")
+        vocabulary = c.mapping(f.get("vocabulary", {}), f"{key}.vocabulary", (),
+                               ("min_count", "max_size", "num_oov_indices", "hash_buckets",
+                                "values"))
+        vocabulary = {"min_count": 1, "max_size": None,
+                      "num_oov_indices": 0 if kind == "multi_hot" else 1,
+                      "hash_buckets": None, "values": None, **vocabulary}
+        for option in ("min_count", "max_size", "hash_buckets"):
+            v = vocabulary[option]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                c.fail(f"{key}.vocabulary.{option}", f"expected a positive int, got {v!r}")
+        if vocabulary["values"] is None and kind == "multi_hot" and column.values:
+            vocabulary["values"] = list(column.values)
+        transform = tuple(f.get("transform", ()))
+        for step in transform:
+            c.choice(step, f"{key}.transform", TRANSFORMS)
+        if transform and kind != "numeric":
+            c.fail(f"{key}.transform", "only numeric features take a transform")
+        separator = f.get("separator", column.multi if kind == "multi_hot" else None)
+        if kind == "multi_hot" and not separator:
+            c.fail(f"{key}.separator", "a multi_hot feature needs its item separator")
+        features.append(Feature(
+            name=f["name"], type=kind, enabled=bool(f.get("enabled", True)),
+            doc=f.get("doc", ""), prefix=f.get("prefix"), vocabulary=vocabulary,
+            separator=separator, transform=transform,
+            clip=c.pair(f["clip"], f"{key}.clip") if "clip" in f else None))
+    if len({f.name for f in features}) != len(features):
+        c.fail("features", "a feature is declared twice")
+
+    dense_tables = []
+    for i, d in enumerate(raw.get("dense_tables", [])):
+        key = f"dense_tables[{i}]"
+        c.mapping(d, key, ("name", "key", "derived"))
+        if d["key"] not in spec_columns:
+            c.fail(f"{key}.key", f"no column {d['key']!r} in the examples")
+        derived = c.mapping(d["derived"], f"{key}.derived", ("type", "interactions", "items"),
+                            ("users", "user", "item", "value", "values", "user_shares",
+                             "splits", "svd_dim", "seed"))
+        c.choice(derived["type"], f"{key}.derived.type", ("interaction_graph",))
+        for k in ("interactions", "items", "users"):
+            if derived.get(k) is not None and derived[k] not in tables:
+                c.fail(f"{key}.derived.{k}", f"no table {derived[k]!r}")
+        dense_tables.append(DenseTable(d["name"], d["key"], {
+            "user": "user_id", "item": d["key"], "value": None, "values": [], "user_shares": {},
+            "splits": "all", "svd_dim": 32, "seed": split["seed"], "users": None, **derived}))
+
+    text = raw.get("text")
+    if text is not None:
+        c.mapping(text, "text", ("table", "key", "fields"), ("template",))
+        if text["table"] not in tables:
+            c.fail("text.table", f"no table {text['table']!r}")
+        if task["label"] in text["fields"]:
+            c.fail("text.fields", f"{task['label']!r} is the label: the item text may not "
+                                  "carry it")
+    spec_dir = os.path.dirname(os.path.abspath(path)) if path != "<spec>" else os.getcwd()
+    root = raw.get("root")
+    if root is not None and not os.path.isabs(root):
+        root = os.path.normpath(os.path.join(spec_dir, root))
+    return DatasetSpec(
+        name=c.typed(raw["name"], "name", str, "a name"), path=str(path), root=root,
+        data_subdir=raw.get("data_subdir"), protocol=raw.get("protocol", split["type"]),
+        tables=tables, examples=examples, split=split, task=task, features=tuple(features),
+        dense_tables=tuple(dense_tables), text=text, presets=raw.get("presets"),
+        download=raw.get("download"), raw=raw)
+
+
+# The shipped MovieLens specs by the names of the older command-line flags.
+MOVIELENS = {
+    ("rating", "rel-movielens1m"): "movielens1m-rating",
+    ("genre", "rel-movielens1m"): "movielens1m-genre",
+    ("rating", "chronological"): "ml-1m-rating-chronological",
+    ("rating", "random"): "ml-1m-rating-random",
+    ("genre", "chronological"): "ml-1m-genre",
+    ("genre", "random"): "ml-1m-genre",
+}
+
+
+def movielens_spec(task, protocol="rel-movielens1m"):
+    """The shipped spec of a MovieLens task and protocol (`--task`, `--protocol`)."""
+    try:
+        return MOVIELENS[(task, protocol)]
+    except KeyError:
+        raise ValueError(f"no MovieLens spec for task {task!r} and protocol {protocol!r}; "
+                         f"known: {sorted(MOVIELENS)}") from None
