@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(DEEPMIX_DATA_DIR),$(wildcard $(abspath ../shared/data)),$(HOME)/.cache/deepmix_tf/data)
 ARTIFACTS ?= artifacts
 TASK ?= rating
+# A shipped spec (deepmix_tf/datasets/) or a spec file; TASK picks a MovieLens one.
+DATASET ?= movielens1m-$(TASK)
 MODEL ?= deepmix
 PYTEST_ARGS ?=
 
-.PHONY: venv train test data clean
+.PHONY: venv train test test-fast data clean
 
 venv: $(STAMP)
 
@@ -30,14 +32,19 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m experiments.build_tfrecords --data_dir "$(DATA_DIR)" --output_dir $(ARTIFACTS)/tfrecords
+	$(PY) -m experiments.build_tfrecords --dataset $(DATASET) --data_dir "$(DATA_DIR)" \
+	  --output_dir $(ARTIFACTS)/tfrecords
 
 train: data
-	$(PY) -m experiments.train --task=$(TASK) --model=$(MODEL) --data_dir "$(DATA_DIR)" \
-	  --tfrecord_dir $(ARTIFACTS)/tfrecords --model_dir $(ARTIFACTS)/models/$(MODEL)-$(TASK)
+	$(PY) -m experiments.train --dataset=$(DATASET) --model=$(MODEL) --data_dir "$(DATA_DIR)" \
+	  --tfrecord_dir $(ARTIFACTS)/tfrecords --model_dir $(ARTIFACTS)/models/$(MODEL)-$(DATASET)
 
 test: $(STAMP)
 	DEEPMIX_DATA_DIR="$(DATA_DIR)" $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Everyday work: the tests not marked slow (no training runs, no subprocesses).
+test-fast: $(STAMP)
+	DEEPMIX_DATA_DIR="$(DATA_DIR)" $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

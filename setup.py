@@ -11,8 +11,11 @@ setuptools.setup(
     name="deepmix_tf",
     version=VERSION,
     description="DeepMix (Deep Crossing + residual DNN + CrossNetMix + transformer node "
-                "encoder) trained on MovieLens-1M, exported for TensorFlow Serving.",
+                "encoder) and its baselines on any declared tabular dataset, exported for "
+                "TensorFlow Serving.",
     packages=setuptools.find_packages(include=["deepmix_tf", "deepmix_tf.*"]),
+    # The shipped dataset specs and their presets.
+    package_data={"deepmix_tf": ["datasets/*.json", "datasets/presets/*.json"]},
     python_requires=">=3.10,<3.13",
     # Exact pins that are known to work together live in requirements.txt.
     install_requires=[
@@ -27,5 +30,6 @@ setuptools.setup(
         "pandas>=2.2",
         "absl-py>=2.1",
     ],
-    extras_require={"test": ["pytest>=8"], "report": ["matplotlib>=3.8"]},
+    extras_require={"test": ["pytest>=8"], "report": ["matplotlib>=3.8"],
+                    "parquet": ["pyarrow>=15"], "yaml": ["pyyaml>=6"]},
 )

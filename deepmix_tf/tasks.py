@@ -115,6 +115,10 @@ class Task:
         """Rows (name, dtype, shape, meaning) of the serving outputs, for docs and tests."""
         raise NotImplementedError
 
+    def score_serving(self, labels, outputs, decision):
+        """The task's metrics of a split from the serving outputs (numpy arrays by name)."""
+        raise NotImplementedError
+
     def describe(self):
         return {k: v for k, v in self.info.items() if k != "stats"}
 
@@ -156,6 +160,9 @@ class Regression(Task):
     def serving_outputs(self, prediction, decision):
         return {self.name: prediction}
 
+    def score_serving(self, labels, outputs, decision):
+        return self.validation_metrics(labels, outputs[self.name])
+
     def signature_outputs(self):
         low, high = self.range
         where = f", clipped to [{low}, {high}]" if low is not None or high is not None else ""
@@ -191,6 +198,10 @@ class Binary(Task):
 
     def validation_logs(self, y, p):
         return {"val_auc": metrics_lib.binary_metrics(y, p)["auc"]}
+
+    def score_serving(self, labels, outputs, decision):
+        p = np.clip(np.asarray(outputs["probability"], np.float64), 1e-7, 1 - 1e-7)
+        return metrics_lib.binary_metrics(labels, np.log(p / (1 - p)))
 
     def serving_outputs(self, prediction, decision):
         probability = tf.sigmoid(prediction)
@@ -238,12 +249,15 @@ class MultiLabel(Task):
 
     def evaluate(self, outputs):
         """Predictions are `probability >= threshold` per label, the thresholds chosen on
-        "val" from the training split's label shares (`metrics.choose_genre_decision`)."""
-        decision = metrics_lib.choose_genre_decision(*outputs["val"], self.stats["mean"])
+        "val" from the training split's label shares (`metrics.choose_label_thresholds`)."""
+        decision = metrics_lib.choose_label_thresholds(*outputs["val"], self.stats["mean"])
         results = {name: metrics_lib.f1_scores(y, 1 / (1 + np.exp(-logits)),
                                                decision["thresholds"])
                    for name, (y, logits) in outputs.items()}
         return results, decision
+
+    def score_serving(self, labels, outputs, decision):
+        return metrics_lib.f1_scores(labels, outputs["probabilities"], decision["thresholds"])
 
     def serving_outputs(self, prediction, decision):
         thresholds = tf.constant(np.broadcast_to(

@@ -1,6 +1,6 @@
 """Measures tf.data read throughput (examples/s) over a split's TFRecords.
 
-    python -m experiments.benchmark_input --dataset_dir artifacts/tfrecords/rel-movielens1m
+    python -m experiments.benchmark_input --dataset_dir artifacts/tfrecords/movielens1m-rating
 
 Reads the split `--epochs` times with the training settings (parse, shuffle, batch, prefetch)
 and prints examples/s of each pass; the first pass of a cached dataset also reads the files.
@@ -13,8 +13,7 @@ from absl import app, flags
 from deepmix_tf.data import tfrecords
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset_dir", "artifacts/tfrecords/rel-movielens1m", "A build folder.")
-flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task.")
+flags.DEFINE_string("dataset_dir", "artifacts/tfrecords/movielens1m-rating", "A build folder.")
 flags.DEFINE_string("split", "train", "Split to read.")
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
 flags.DEFINE_integer("epochs", 3, "Passes over the split.")
@@ -27,7 +26,7 @@ flags.DEFINE_boolean("deterministic", True, "Deterministic element order.")
 def main(argv):
     del argv
     start = time.perf_counter()
-    ds = tfrecords.make_dataset(FLAGS.dataset_dir, FLAGS.task, FLAGS.split, FLAGS.batch_size,
+    ds = tfrecords.make_dataset(FLAGS.dataset_dir, FLAGS.split, FLAGS.batch_size,
                                 shuffle=FLAGS.shuffle, cache=FLAGS.cache,
                                 in_memory=FLAGS.in_memory,
                                 deterministic=FLAGS.deterministic)

@@ -2,13 +2,14 @@
 Keras, none of our code in the serving path).
 
     python -m experiments.benchmark_serving --export artifacts/serving/deepmix_rating/1 \
-        --tfrecord_dir artifacts/tfrecords/rel-movielens1m
+        --tfrecord_dir artifacts/tfrecords/movielens1m-rating
 
 Prints batch-1 latency (p50, p99 over --requests calls) and batch-N throughput, and the
 same latency for a trivial SavedModel taking the same inputs: the cost of calling a loaded
 signature from Python, which TF Serving's C++ server does not pay. With --evaluate it also
-scores the whole test split through the signature (rating MAE/RMSE, or genre micro/macro-F1
-at the exported per-genre thresholds), to see what an export option such as --precision=bfloat16 costs.
+scores the whole test split through the signature (the task's metrics: MAE/RMSE, AUC/log
+loss, or micro/macro-F1 at the exported per-label thresholds), to see what an export option
+such as --precision=bfloat16 costs.
 """
 
 import time
@@ -18,7 +19,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export", None, "A SavedModel version folder.", required=True)
-flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords/rel-movielens1m",
+flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords/movielens1m-rating",
                     "TFRecord build whose test examples are the requests.")
 flags.DEFINE_integer("requests", 2000, "Batch-1 calls timed.")
 flags.DEFINE_integer("batch_size", 1024, "Batch size of the throughput run.")
@@ -39,7 +40,7 @@ def main(argv):
         signature = json.load(f)
     names = [row[0] for row in signature["inputs"]]
     serve = tf.saved_model.load(FLAGS.export).signatures["serving_default"]
-    features, _ = next(iter(tfrecords.make_dataset(FLAGS.tfrecord_dir, signature["task"], "test",
+    features, _ = next(iter(tfrecords.make_dataset(FLAGS.tfrecord_dir, "test",
                                                    FLAGS.batch_size)))
     batch = {k: features[k] for k in names}
     single = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(64)]
@@ -63,7 +64,7 @@ def main(argv):
         serve(**batch)
     seconds = time.perf_counter() - start
     n = len(next(iter(batch.values())))
-    print(f"{FLAGS.export}: task {signature['task']}, "
+    print(f"{FLAGS.export}: task {signature['task']['name']}, "
           f"jit_compile {signature.get('jit_compile', False)}, "
           f"precision {signature.get('precision', 'float32')}")
     print(f"batch 1: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {FLAGS.requests} requests")
@@ -80,19 +81,16 @@ def main(argv):
 def _evaluate(serve, signature, names):
     """Test metrics of the exported signature's outputs."""
     from deepmix_tf.data import tfrecords
-    from deepmix_tf.training import metrics
+    from deepmix_tf.tasks import make_task
 
-    task = signature["task"]
-    output = "rating" if task == "rating" else "probabilities"
-    predictions, labels = [], []
-    for features, y in tfrecords.make_dataset(FLAGS.tfrecord_dir, task, "test",
-                                              FLAGS.batch_size):
-        predictions.append(serve(**{k: features[k] for k in names})[output].numpy())
+    task = make_task(signature["task"])
+    outputs, labels = {}, []
+    for features, y in tfrecords.make_dataset(FLAGS.tfrecord_dir, "test", FLAGS.batch_size):
+        for name, value in serve(**{k: features[k] for k in names}).items():
+            outputs.setdefault(name, []).append(value.numpy())
         labels.append(y.numpy())
-    predictions, labels = np.concatenate(predictions), np.concatenate(labels)
-    if task == "rating":
-        return metrics.rating_metrics(labels, predictions)
-    return metrics.f1_scores(labels, predictions, signature["threshold"])
+    outputs = {name: np.concatenate(parts) for name, parts in outputs.items()}
+    return task.score_serving(np.concatenate(labels), outputs, signature["decision"])
 
 
 def _trivial_signature(serve):

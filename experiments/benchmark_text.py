@@ -66,13 +66,12 @@ def main(argv):
     del argv
     import numpy as np
 
-    from deepmix_tf.data import locate, movielens
+    from deepmix_tf.data.spec import load_spec, movielens_spec
     from deepmix_tf.files import write_json
-    from deepmix_tf.text import SentenceEncoder, movie_texts, text_fields
+    from deepmix_tf.text import SentenceEncoder
+    from deepmix_tf.text.pipeline import item_texts
 
-    movies = movielens.read_movies_csv(
-        os.path.join(locate.rel_movielens1m_dir(FLAGS.data_dir), "regression", "movies.csv"))
-    texts = movie_texts(movies, text_fields(FLAGS.task))
+    _, texts, _ = item_texts(load_spec(movielens_spec(FLAGS.task)), FLAGS.data_dir)
     texts = texts[:FLAGS.limit] if FLAGS.limit else texts
     encoder = SentenceEncoder()
     encoder.embed(texts[:FLAGS.batch_size], batch_size=FLAGS.batch_size)  # warm-up

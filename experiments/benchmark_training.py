@@ -2,7 +2,7 @@
 DeepMix against DeepCTR's DCNMix, side by side.
 
     python -m experiments.benchmark_training --model=deepmix \
-        --dataset_dir artifacts/tfrecords/rel-movielens1m
+        --dataset_dir artifacts/tfrecords/movielens1m-rating
 
 Times `--steps` optimizer steps on a fixed preprocessed batch of the training split (no
 input pipeline), after a warm-up, and prints ms/step and examples/s per setting.
@@ -37,9 +37,9 @@ from absl import app, flags
 from deepmix_tf.files import write_json
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", "rating", ["rating", "genre"], "Task.")
 flags.DEFINE_string("model", "deepmix", "Model (see deepmix_tf.models.MODELS).")
-flags.DEFINE_string("dataset_dir", "artifacts/tfrecords/rel-movielens1m", "A TFRecord build.")
+flags.DEFINE_string("dataset_dir", "artifacts/tfrecords/movielens1m-rating", "A TFRecord "
+                    "build (its dataset's presets apply).")
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
 flags.DEFINE_integer("steps", 100, "Timed steps per setting (per run with --compare_deepctr).")
 flags.DEFINE_list("jit_compile", ["false", "true"], "XLA settings to time (DeepMix's only, "
@@ -85,15 +85,15 @@ def main(argv):
     from deepmix_tf.models import build_model, load_tables
     from deepmix_tf.training.trainer import default_config
 
-    meta = tfrecords.read_metadata(FLAGS.dataset_dir)["tasks"][FLAGS.task]
+    meta = tfrecords.read_metadata(FLAGS.dataset_dir)
     for jit in FLAGS.jit_compile:
-        config = default_config(FLAGS.task, FLAGS.model, batch_size=FLAGS.batch_size,
+        config = default_config(meta["spec_path"], FLAGS.model, batch_size=FLAGS.batch_size,
                                 jit_compile=jit.lower() == "true",
                                 steps_per_execution=FLAGS.steps_per_execution)
         preprocessor, network, _ = build_model(config, meta,
-                                               load_tables(FLAGS.dataset_dir, config))
+                                               load_tables(FLAGS.dataset_dir, config, meta))
         features, labels = next(iter(tfrecords.make_dataset(
-            FLAGS.dataset_dir, FLAGS.task, "train", config.batch_size)))
+            FLAGS.dataset_dir, "train", config.batch_size)))
         x = preprocessor({k: features[k] for k in preprocessor.input})
         batches = tf.data.Dataset.from_tensors((x, labels)).repeat(FLAGS.steps)
         network.compile(keras.optimizers.Adam(config.learning_rate), "mse",
@@ -104,7 +104,7 @@ def main(argv):
         start = time.perf_counter()
         network.fit(batches, verbose=0)
         seconds = (time.perf_counter() - start) / FLAGS.steps
-        print(f"{FLAGS.model} {FLAGS.task} jit_compile={config.jit_compile}: "
+        print(f"{FLAGS.model} {meta['dataset']} jit_compile={config.jit_compile}: "
               f"{seconds * 1000:.1f} ms/step, {config.batch_size / seconds:,.0f} examples/s")
 
 
@@ -119,26 +119,26 @@ def comparison_config(batch_size, steps_per_execution=1):
     to Python, not what a step computes."""
     from deepmix_tf.training.trainer import default_config
 
-    return default_config("rating", "deepmix", embedding_dim=16, cross_layers=2,
+    return default_config("movielens1m-rating", "deepmix", embedding_dim=16, cross_layers=2,
                           num_experts=4, low_rank=32, cross_activation="tanh",
                           learning_rate=1e-3, head_units=[256, 128], loss="mse",
                           batch_size=batch_size, steps_per_execution=steps_per_execution)
 
 
 def _ensure_build(dataset_dir, data_dir):
-    """The TFRecord build at `dataset_dir`, built from the data root when missing."""
-    from deepmix_tf.data import tfrecords
+    """The TFRecord build at `dataset_dir`, built from the data root when missing (its folder
+    name is the spec's name)."""
+    from deepmix_tf.data import spec, tfrecords
 
     if os.path.isfile(os.path.join(dataset_dir, tfrecords.METADATA)):
         return
-    protocol = os.path.basename(os.path.normpath(dataset_dir))
-    if protocol not in tfrecords.PROTOCOLS:
-        sys.exit(f"{dataset_dir} has no TFRecord build, and its folder name is not a protocol "
-                 f"({', '.join(tfrecords.PROTOCOLS)}) to build: python -m "
-                 "experiments.build_tfrecords --data_dir D --output_dir artifacts/tfrecords")
+    name = os.path.basename(os.path.normpath(dataset_dir))
+    if name not in spec.builtin_specs():
+        sys.exit(f"{dataset_dir} has no TFRecord build, and its folder name is not a shipped "
+                 f"spec ({', '.join(spec.builtin_specs())}) to build: python -m "
+                 "experiments.build_tfrecords --dataset D --output_dir artifacts/tfrecords")
     print(f"{dataset_dir} has no TFRecord build; building it")
-    tfrecords.build_tfrecords(data_dir, os.path.dirname(os.path.normpath(dataset_dir)),
-                              protocol=protocol)
+    tfrecords.build_tfrecords(name, data_dir, os.path.dirname(os.path.normpath(dataset_dir)))
 
 
 def _prepare_batches(dataset_dir, config, num_batches, path):
@@ -148,16 +148,17 @@ def _prepare_batches(dataset_dir, config, num_batches, path):
     import numpy as np
 
     from benchmarks import timing
-    from deepmix_tf.data import schema, tfrecords
+    from deepmix_tf.data import tfrecords
     from deepmix_tf.models import feature_names, load_tables
-    from deepmix_tf.models.preprocessing import MOVIE_ROW, build_preprocessor
+    from deepmix_tf.models.preprocessing import build_preprocessor, row_input
+    from deepmix_tf.models.stacking import embedding_rows
 
-    meta = tfrecords.read_metadata(dataset_dir)["tasks"][config.task]
-    movie_ids, table = load_tables(dataset_dir, config)
-    preprocessor = build_preprocessor(config.task, feature_names(config), meta["vocabularies"],
-                                      movie_ids)
+    meta = tfrecords.read_metadata(dataset_dir)
+    tables = load_tables(dataset_dir, config, meta)
+    preprocessor = build_preprocessor(meta, feature_names(config, meta),
+                                      {name: ids for name, (ids, _) in tables.items()})
     parts, labels = {}, []
-    batches = tfrecords.make_dataset(dataset_dir, config.task, "train", config.batch_size,
+    batches = tfrecords.make_dataset(dataset_dir, "train", config.batch_size,
                                      shuffle=True, seed=config.seed, drop_remainder=True)
     for features, label in batches.take(num_batches):
         x = preprocessor({k: features[k] for k in preprocessor.input})
@@ -165,20 +166,21 @@ def _prepare_batches(dataset_dir, config, num_batches, path):
             parts.setdefault(name, []).append(np.asarray(value))
         labels.append(label.numpy())
     arrays = {name: np.concatenate(value) for name, value in parts.items()}
-    # DeepCTR gets the movie's dense-table row itself (DeepMix looks it up in its graph from
-    # `movie_row`, a fixed table): the same standardized values.
-    arrays["movie_graph"] = table[arrays[MOVIE_ROW]]
+    # DeepCTR gets each dense-table row itself (DeepMix looks it up in its graph from
+    # `<table>_row`, a fixed table): the same standardized values.
+    for name, (_, table) in tables.items():
+        arrays[name] = table[arrays[row_input(name)]]
     timing.save_batches(path, arrays, np.concatenate(labels).astype(np.float32))
     sparse, dense = [], []
-    for f in schema.features(config.task):
-        if f.name not in arrays:
+    for f in meta["features"]:
+        if f["name"] not in arrays:
             continue
-        if f.kind == schema.CATEGORICAL:
-            sparse.append((f.name, len(meta["vocabularies"][f.name]) + 1))  # + unknown (0)
-        elif f.kind in (schema.MULTI_HOT, schema.NUMERIC):
-            value = arrays[f.name]
-            dense.append((f.name, int(value.shape[1]) if value.ndim > 1 else 1))
-    dense.append(("movie_graph", int(table.shape[1])))
+        if f["type"] == "categorical":
+            sparse.append((f["name"], embedding_rows(f)))
+        else:
+            value = arrays[f["name"]]
+            dense.append((f["name"], int(value.shape[1]) if value.ndim > 1 else 1))
+    dense += [(name, int(table.shape[1])) for name, (_, table) in tables.items()]
     return sparse, dense, len(labels)
 
 
@@ -216,8 +218,8 @@ def _deepmix_worker(spec_path, result_path):
     spec = timing.read_json(spec_path)
     config = Config(**spec["config"])
     keras.utils.set_random_seed(config.seed)
-    meta = tfrecords.read_metadata(spec["dataset_dir"])["tasks"][config.task]
-    _, network, _ = build_model(config, meta, load_tables(spec["dataset_dir"], config))
+    meta = tfrecords.read_metadata(spec["dataset_dir"])
+    _, network, _ = build_model(config, meta, load_tables(spec["dataset_dir"], config, meta))
     network.compile(keras.optimizers.Adam(config.learning_rate), config.loss,
                     jit_compile=config.jit_compile,
                     steps_per_execution=config.steps_per_execution)
@@ -256,9 +258,9 @@ def _check_deepctr(python):
 def _compare_deepctr():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    if FLAGS.task != "rating" or FLAGS.model != "deepmix":
+    if FLAGS.model != "deepmix":
         sys.exit("--compare_deepctr times DeepMix on the rating task (DCNMix regression); "
-                 "leave --task and --model at their defaults")
+                 "leave --model at its default")
     if FLAGS.repeats < 1 or FLAGS.steps < 1 or FLAGS.warmup_steps < 1 or FLAGS.num_batches < 1:
         sys.exit("--repeats, --steps, --warmup_steps and --num_batches must be >= 1")
     for name in ("steps_per_execution", "deepctr_steps_per_execution"):

@@ -4,7 +4,8 @@
     python -m experiments.build_tfrecords --dataset movielens1m-genre --data_dir ../shared/data
     python -m experiments.build_tfrecords --dataset my_spec.json
     python -m experiments.build_tfrecords --dataset movielens1m-genre --svd_dim 64 \
-        --output_dir /tmp/svd64   # then: experiments.train --dataset_dir /tmp/svd64/movielens1m-genre
+        --output_dir /tmp/svd64
+    python -m experiments.train --task=genre --dataset_dir /tmp/svd64/movielens1m-genre
 """
 
 from absl import app, flags

@@ -34,7 +34,8 @@ flags.DEFINE_string("tfrecord_dir", "artifacts/tfrecords", "TFRecord builds (mad
 flags.DEFINE_string("dataset_dir", None, "A finished TFRecord build (<tfrecord_dir>/<spec name>, "
                     "e.g. from experiments.build_tfrecords with other options) to use as it "
                     "is, never rebuilt.")
-flags.DEFINE_string("model_dir", None, "Output folder (default artifacts/models/<model>-<dataset>).")
+flags.DEFINE_string("model_dir", None, "Output folder (default "
+                    "artifacts/models/<model>-<dataset>).")
 flags.DEFINE_string("config", None, "JSON file of `Config` fields.")
 flags.DEFINE_integer("epochs", None, "Maximum epochs (early stopping may end sooner).")
 flags.DEFINE_integer("batch_size", None, "Batch size.")

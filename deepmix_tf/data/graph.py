@@ -36,9 +36,8 @@ def randomized_svd(matrix, rank, seed, power_iterations=4, oversample=10):
     return np.pad(u, ((0, 0), (0, full - rank)))
 
 
-def interaction_graph_features(interactions, item_ids, item="movie_id", user="user_id",
-                               value=None, values=(), users=None, user_shares=None,
-                               svd_dim=32, seed=0):
+def interaction_graph_features(interactions, item_ids, item, user, value=None, values=(),
+                               users=None, user_shares=None, svd_dim=32, seed=0):
     """Dense per-item features of an interaction log (who interacted with an item, and how).
 
     Columns: `log_count` (log(1 + interactions)); with a `value` column (a rating), its mean

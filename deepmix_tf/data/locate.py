@@ -1,7 +1,8 @@
 """Where the data lives, and the explicit downloads.
 
 A data root holds one folder per dataset (`ml-1m/`, `rel-movielens1m/`, `criteo/`: a spec's
-`data_subdir`). It is, in order: the `--data_dir` flag, the `DEEPMIX_DATA_DIR` environment variable, or
+`data_subdir`). It is, in order: the `--data_dir` flag, the `DEEPMIX_DATA_DIR` environment
+variable, or
 `$XDG_CACHE_HOME/deepmix_tf/data` (default `~/.cache/deepmix_tf/data`).
 """
 

@@ -252,7 +252,8 @@ class _Checker:
             self.fail(key, f"expected a mapping, got {type(value).__name__}")
         unknown = sorted(set(value) - set(required) - set(optional))
         if unknown:
-            self.fail(key, f"unknown key(s) {unknown}; known: {sorted(set(required) | set(optional))}")
+            known = sorted(set(required) | set(optional))
+            self.fail(key, f"unknown key(s) {unknown}; known: {known}")
         for name in required:
             if name not in value:
                 self.fail(key, f"missing required key {name!r}")
