@@ -19,6 +19,11 @@ from deepmix_tf.data.errors import DataFormatError
 FILE, LINE, SPLIT = "_file", "_line", "_split"
 
 
+def _shown(value):
+    """A value as the file wrote it: `17`, `'M'`, not `np.int64(17)`."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _decode(path, encoding):
     try:
         with open(path, "rb") as f:
@@ -139,7 +144,7 @@ def _check_values(out, empty, lines, path, column):
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataFormatError(path, lines[i], column.source,
-                                  f"unknown value {out[i]!r}; expected one of "
+                                  f"unknown value {_shown(out[i])}; expected one of "
                                   f"{list(column.values)}")
     elif column.values is not None:
         allowed = set(column.values)
@@ -208,7 +213,7 @@ def check_unique(frame, columns, table):
         same = (frame[columns] == pd.Series(key)).all(axis=1).to_numpy()
         first = frame.iloc[int(np.flatnonzero(same)[0])]
         sources = ", ".join(table.column(c).source for c in columns)
-        what = ", ".join(f"{table.column(c).source}={v!r}" for c, v in key.items())
+        what = ", ".join(f"{table.column(c).source}={_shown(v)}" for c, v in key.items())
         raise DataFormatError(row[FILE], int(row[LINE]), sources,
                               f"duplicate {what} (first at {first[FILE]}, line {first[LINE]})")
 
@@ -225,7 +230,7 @@ def check_references(frame, table, tables, frames):
         if len(unknown):
             row = frame.iloc[int(unknown[0])]
             raise DataFormatError(row[FILE], int(row[LINE]), column.source,
-                                  f"{values[unknown[0]]!r} is not a {target.key} of table "
+                                  f"{_shown(values[unknown[0]])} is not a {target.key} of table "
                                   f"{column.references!r}")
 
 
@@ -249,6 +254,7 @@ def join_examples(spec, frames):
             row = merged.iloc[int(missing[0])]
             source = spec.tables[spec.examples["table"]].column(join["on"]).source
             raise DataFormatError(row[FILE], int(row[LINE]), source,
-                                  f"{row[join['on']]!r} has no row in table {join['table']!r}")
+                                  f"{_shown(row[join['on']])} has no row in table "
+                                  f"{join['table']!r}")
         rows = merged.drop(columns="_joined")
     return rows
