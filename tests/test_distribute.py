@@ -89,6 +89,7 @@ def _kill_when_backed_up(processes, run_dir, epoch):
     return _backup_epoch(run_dir)
 
 
+@pytest.mark.slow
 def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, tmp_path):
     command = _train_command(small_data, tmp_path, {**TINY, "epochs": 3}, "--strategy=multi_worker",
                              f"--export_dir={tmp_path / 'export'}")
@@ -101,6 +102,10 @@ def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["weights_sha256"] == chief["weights_sha256"]
     assert metrics["epochs_run"] == 3 and np.isfinite(metrics["val"]["mae"])
+    # --task=rating is the shortcut of the rel-movielens1m rating spec.
+    assert (metrics["dataset"], metrics["task"], metrics["protocol"]) == (
+        "movielens1m-rating", "rating", "rel-movielens1m")
+    assert metrics["build"]["dir"] == str(tmp_path / "tfrecords" / "movielens1m-rating")
     # Exactly one export, one model file, one history: the chief's.
     assert os.listdir(tmp_path / "export") == ["deepmix_rating"]
     assert os.listdir(tmp_path / "export" / "deepmix_rating") == ["1"]
@@ -109,6 +114,7 @@ def test_two_local_workers_end_with_the_same_weights_and_one_export(small_data, 
     assert sum("exported" in out for out, _ in outputs) == 1
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_backup(small_data, tmp_path):
     epochs = 12
     # Small batches: epochs of many steps, so that the kill lands inside one.
@@ -137,6 +143,7 @@ def test_a_killed_run_resumes_from_its_backup(small_data, tmp_path):
     assert not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_two_workers_killed_together_resume_from_the_chiefs_backup(small_data, tmp_path):
     epochs = 8
     command = _train_command(small_data, tmp_path, {**TINY, "epochs": epochs, "batch_size": 8},
@@ -152,6 +159,7 @@ def test_two_workers_killed_together_resume_from_the_chiefs_backup(small_data, t
     assert all("Epoch 1/" not in out for out, _ in outputs)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_one_cpu_matches_the_default_strategy(small_data, tmp_path):
     runs = {}
     for name in ("default", "mirrored"):

@@ -10,72 +10,44 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from clean_client import serve_in_clean_process
 from deepmix_tf.data import tfrecords
+from deepmix_tf.data.spec import BUILTIN_DIR, load_spec
 from deepmix_tf.export import export_run
-from deepmix_tf.models.stacking import RatingHead
+from deepmix_tf.tasks import RatingHead
 from deepmix_tf.training import trainer
+
+# Every test here trains a model, and most start a clean client process.
+pytestmark = pytest.mark.slow
 
 TINY = dict(embedding_dim=4, low_rank=4, num_experts=2, head_units=[8], batch_size=64,
             epochs=1)
 
-# Runs in a new interpreter: TensorFlow only, none of our code, no Keras Hub.
-_CLIENT = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-export, features_file, out_file = sys.argv[1:]
-loaded = tf.saved_model.load(export)
-serve = loaded.signatures["serving_default"]
-with np.load(features_file, allow_pickle=False) as data:
-    features = {k: tf.constant(data[k]) for k in data.files}
-errors = {}
-# A wrong dtype: rejected before any of the model runs.
-wrong = dict(features); name = "movie_id"
-wrong[name] = tf.constant(features[name].numpy().astype("float32"))
-def chain(e):
-    # What the user sees: the error and the ones it was raised while handling.
-    return "\n".join(str(x) for x in (e, e.__context__, e.__cause__) if x is not None)
-try:
-    serve(**wrong)
-except Exception as e:
-    errors["wrong_dtype"] = chain(e)
-outputs = {k: v.numpy() for k, v in serve(**features).items()}
-missing = dict(features); missing.pop(sorted(features)[0])
-try:
-    serve(**missing)
-except Exception as e:
-    errors["missing"] = chain(e)
-np.savez(out_file, **{k: (v.astype(str) if v.dtype == object else v) for k, v in outputs.items()})
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("deepmix_tf", "keras_hub",
-                                                              "keras_nlp", "keras_rs"))
-print(json.dumps({"errors": errors, "leaked": leaked}))
-"""
+def _dataset(task):
+    return f"movielens1m-{task}"
 
 
-def _train(small_data, tmp_path, task):
+def _train(small_data, tmp_path, task, dataset=None):
+    dataset = dataset or _dataset(task)
     model_dir = tmp_path / f"run-{task}"
-    trainer.train(trainer.default_config(task, "deepmix", **TINY), data_dir=small_data["root"],
-                  tfrecord_dir=str(tmp_path / "tf"), model_dir=str(model_dir),
-                  log=lambda _: None, verbose=0)
+    trainer.train(trainer.default_config(dataset, "deepmix", **TINY),
+                  data_dir=small_data["root"], tfrecord_dir=str(tmp_path / "tf"),
+                  model_dir=str(model_dir), log=lambda _: None, verbose=0)
     return model_dir
 
 
+def _enabled_features(dataset):
+    return {f.name for f in load_spec(dataset).features if f.enabled}
+
+
 def _client(tmp_path, export, features):
-    np.savez(tmp_path / "features.npz", **features)
-    script = tmp_path / "client.py"
-    script.write_text(_CLIENT)
-    result = subprocess.run([sys.executable, str(script), export, str(tmp_path / "features.npz"),
-                             str(tmp_path / "out.npz")], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    with np.load(tmp_path / "out.npz") as data:
-        return {k: data[k] for k in data.files}, report
+    # Every MovieLens signature has movie_id: the wrong-dtype request sends it as float32.
+    return serve_in_clean_process(tmp_path, export, features, "movie_id")
 
 
-def _features(small_data, tmp_path, task, split="test"):
-    build = str(tmp_path / "tf" / "rel-movielens1m")
-    features, _ = next(iter(tfrecords.make_dataset(build, task, split, 50)))
+def _features(small_data, tmp_path, task, split="test", name=None):
+    build = str(tmp_path / "tf" / (name or _dataset(task)))
+    features, _ = next(iter(tfrecords.make_dataset(build, split, 50)))
     # Strings as fixed-width bytes: savez without pickling, tf.constant makes tf.string.
     return {k: v.numpy().astype("S") if v.dtype == tf.string else v.numpy()
             for k, v in features.items()}
@@ -179,15 +151,61 @@ def test_exported_genre_model_names_its_outputs(small_data, tmp_path):
     features = _features(small_data, tmp_path, "genre")
     wanted = {k: features[k] for k in model.input}
     logits = _predict(model, wanted)
-    outputs, _ = _client(tmp_path, export, wanted)
-    threshold = json.loads((model_dir / "metrics.json").read_text())["threshold"]
+    outputs, report = _client(tmp_path, export, wanted)
+    assert report["leaked"] == []
+    assert sorted(outputs) == ["genre_names", "predicted", "probabilities", "threshold"]
+    threshold = json.loads((model_dir / "metrics.json").read_text())["decision"]["thresholds"]
     np.testing.assert_allclose(outputs["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-5)
     np.testing.assert_array_equal(outputs["predicted"], outputs["probabilities"] >= threshold)
-    assert outputs["genre_names"][0].tolist()[:3] == ["Action", "Adventure", "Animation"]
+    # The names of the columns are the build's classes (its spec's label values), in order.
+    classes = tfrecords.read_metadata(tmp_path / "tf" / _dataset("genre"))["task"]["classes"]
+    assert outputs["genre_names"].shape == outputs["probabilities"].shape
+    assert outputs["genre_names"][0].tolist() == classes == load_spec(
+        _dataset("genre")).task["classes"]
+    assert classes[:3] == ["Action", "Adventure", "Animation"]
+    assert "genres" not in wanted  # the label is never an input
     # One threshold per genre (chosen on validation), repeated for every example.
     assert outputs["threshold"].shape == outputs["probabilities"].shape
     np.testing.assert_allclose(outputs["threshold"],
                                np.broadcast_to(threshold, outputs["threshold"].shape), rtol=1e-6)
+    signature = json.loads(open(os.path.join(export, "assets.extra",
+                                             "deepmix_signature.json")).read())
+    assert signature["dataset"] == _dataset("genre")
+    assert signature["task"]["classes"] == classes and "stats" not in signature["task"]
+    assert signature["decision"]["thresholds"] == threshold
+    assert [row[0] for row in signature["outputs"]] == ["probabilities", "predicted",
+                                                        "genre_names", "threshold"]
+
+
+def test_genre_names_follow_the_class_order_of_the_build(small_data, tmp_path):
+    """A spec whose task lists the genres in another order: the labels, the outputs and
+    their names all follow the build's metadata, not a list in the code."""
+    with open(os.path.join(BUILTIN_DIR, "movielens1m-genre.json")) as f:
+        raw = json.load(f)
+    label = next(c for c in raw["tables"]["movies"]["columns"] if c["name"] == "genres")
+    classes = label["values"][::-1]
+    raw["name"], raw["task"]["classes"] = "genre-reversed", classes
+    spec = tmp_path / "genre-reversed.json"
+    spec.write_text(json.dumps(raw))
+    model_dir = _train(small_data, tmp_path, "genre", dataset=str(spec))
+    build = tmp_path / "tf" / "genre-reversed"
+    assert tfrecords.read_metadata(build)["task"]["classes"] == classes
+    shipped = tfrecords.build_tfrecords(_dataset("genre"), small_data["root"],
+                                        str(tmp_path / "tf"), log=lambda _: None)
+    np.testing.assert_array_equal(tfrecords.read_examples(build, "train")["genres"],
+                                  tfrecords.read_examples(shipped, "train")["genres"][:, ::-1])
+    export = export_run(str(model_dir), str(tmp_path / "serving"))
+    assert export == str(tmp_path / "serving" / "deepmix_genre" / "1")
+    features = _features(small_data, tmp_path, "genre", name="genre-reversed")
+    model = keras.saving.load_model(model_dir / "model.keras")
+    wanted = {k: features[k] for k in model.input}
+    outputs = tf.saved_model.load(export).signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in wanted.items()})
+    names = outputs["genre_names"].numpy().astype(str)
+    assert names.shape == (len(features["year"]), len(classes))
+    assert (names == classes).all()
+    np.testing.assert_allclose(outputs["probabilities"].numpy(),
+                               1 / (1 + np.exp(-_predict(model, wanted))), atol=1e-5)
 
 
 def test_saved_model_cli_lists_the_documented_signature(small_data, tmp_path):
@@ -203,8 +221,18 @@ def test_saved_model_cli_lists_the_documented_signature(small_data, tmp_path):
     signature = json.loads(open(os.path.join(export, "assets.extra",
                                              "deepmix_signature.json")).read())
     documented = {name: dtype for name, dtype, _, _ in signature["inputs"]}
-    assert set(documented) == {"user_id", "gender", "age", "occupation", "zip_code",
-                               "movie_id", "year", "certificate", "genres"}
+    # Exactly the spec's enabled features (the dense table's key, movie_id, is one of
+    # them): not the disabled timestamp, though every build writes it.
+    dataset = _dataset("rating")
+    assert set(documented) == _enabled_features(dataset)
+    assert len(documented) == len(signature["inputs"])
+    meta = tfrecords.read_metadata(tmp_path / "tf" / dataset)
+    assert "timestamp" in {c["name"] for c in meta["columns"]} - set(documented)
+    assert {t["key"] for t in meta["dense_tables"].values()} <= set(documented)
+    assert signature["dataset"] == dataset and signature["task"]["type"] == "regression"
+    assert [row[0] for row in signature["outputs"]] == ["rating"]
+    meaning = {name: doc for name, _, _, doc in signature["inputs"]}
+    assert meaning["zip_code"] == load_spec(dataset).feature("zip_code").doc
     block = text[text.index("signature_def['serving_default']"):]
     for name, dtype in documented.items():
         assert f"inputs['{name}'] tensor_info:\n        dtype: DT_{dtype.upper()}" in block, name
@@ -223,8 +251,7 @@ def test_warmup_requests_are_real_prediction_logs(small_data, tmp_path):
         log = prediction_log_pb2.PredictionLog.FromString(record)
         request = log.predict_log.request
         assert request.model_spec.signature_name == "serving_default"
-        assert set(request.inputs) == {"user_id", "gender", "age", "occupation", "zip_code",
-                                       "movie_id", "year", "certificate", "genres"}
+        assert set(request.inputs) == _enabled_features(_dataset("rating"))
 
 
 def test_an_existing_version_is_never_overwritten(small_data, tmp_path):

@@ -11,11 +11,19 @@ import pytest
 
 from conftest import require_shared
 from deepmix_tf.data import tfrecords
-from deepmix_tf.text import (EncoderNotFoundError, SentenceEncoder, embed_sentences,
-                             movie_text, text_fields)
+from deepmix_tf.data.spec import load_spec
+from deepmix_tf.text import (TEXT_FIELDS, EncoderNotFoundError, SentenceEncoder,
+                             embed_sentences, movie_text)
 from deepmix_tf.text.node_embeddings import NodeConfig, read_metadata
 from deepmix_tf.text.node_encoder import NodeEncoder
-from deepmix_tf.text.pipeline import encode_nodes
+from deepmix_tf.text.pipeline import encode_nodes, item_texts
+
+GENRE = "movielens1m-genre"
+
+
+def text_fields(dataset):
+    """The item-text fields a spec declares."""
+    return tuple(load_spec(dataset).text["fields"])
 
 
 def test_embeddings_match_the_original_sentence_transformers_model():
@@ -86,10 +94,32 @@ def test_movie_text_leaves_genres_out_for_the_genre_task():
     assert movie_text(movie) == (
         "Heat (1995). Action, Crime, Thriller. Directed by Michael Mann. Starring Al Pacino, "
         "Robert De Niro. Language: English. Rated R. A cop hunts a thief.")
-    genre_text = movie_text(movie, text_fields("genre"))
-    assert "Action" not in genre_text and "Thriller" not in genre_text
-    assert genre_text.startswith("Heat (1995). Directed by Michael Mann.")
+    assert movie_text(movie, text_fields("movielens1m-rating")) == movie_text(movie)
+    # The genre specs' item texts never hold their label.
+    for dataset in (GENRE, "ml-1m-genre"):
+        assert "genres" not in text_fields(dataset)
+        genre_text = movie_text(movie, text_fields(dataset))
+        assert "Action" not in genre_text and "Thriller" not in genre_text
+    assert movie_text(movie, text_fields(GENRE)).startswith(
+        "Heat (1995). Directed by Michael Mann.")
+    assert movie_text(movie, text_fields("ml-1m-genre")) == "Heat (1995)."
     assert movie_text({"title": "Untitled", "year": 0}) == "Untitled."
+    with pytest.raises(ValueError, match="unknown text fields"):
+        movie_text(movie, ("title", "budget"))
+    assert set(text_fields("movielens1m-rating")) == set(TEXT_FIELDS)
+
+
+def test_item_texts_come_from_the_table_the_spec_names(small_data):
+    for dataset, fields in ((GENRE, text_fields(GENRE)), ("ml-1m-genre", ("title", "year"))):
+        ids, texts, used = item_texts(load_spec(dataset), small_data["root"])
+        assert used == fields
+        assert ids.tolist() == [m[0] for m in small_data["movies"]]
+        # Movie 5's title is "Movie 5, The" (1955); no text names a genre.
+        assert texts[4].startswith("Movie 5, The (1955).")
+        assert not any(g in text for text in texts
+                       for g in load_spec(dataset).task["classes"])
+    with pytest.raises(ValueError, match="declares no item text"):
+        item_texts(load_spec("criteo"), small_data["root"])
 
 
 def _sequence(batch=3, length=6, hidden=16, seed=0):
@@ -138,43 +168,46 @@ TINY_NODES = NodeConfig(num_queries=2, num_heads=2, intermediate_dim=32, node_di
                         batch_size=8, sequence_length=64)
 
 
+@pytest.mark.slow
 def test_node_embedding_files_are_complete_deterministic_and_cached(small_data, tmp_path):
-    build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
+    build = tfrecords.build_tfrecords(GENRE, small_data["root"], str(tmp_path / "tf"),
                                       log=lambda _: None)
     out = str(tmp_path / "nodes")
     messages = []
-    path = encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+    path = encode_nodes(small_data["root"], build, out, config=TINY_NODES,
                         log=messages.append, progress=False)
     first = np.load(path)
     ids = np.load(os.path.join(out, "node_embeddings.ids.npy"))
     assert first.shape == (len(small_data["movies"]), 8) and np.isfinite(first).all()
     assert ids.tolist() == [m[0] for m in small_data["movies"]]
     meta = read_metadata(out)
-    assert meta["text_fields"] == list(text_fields("genre")) and "genres" not in meta[
+    assert meta["text_fields"] == list(text_fields(GENRE)) and "genres" not in meta[
         "text_fields"]
+    assert meta["dataset"] == GENRE
     assert meta["encoder"]["sequence_length"] == 64 and len(meta["inputs_sha256"]) == 64
     # Unchanged inputs: reused, not recomputed.
     messages.clear()
-    encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+    encode_nodes(small_data["root"], build, out, config=TINY_NODES,
                  log=messages.append, progress=False)
     assert "up to date" in messages[0]
     # Recomputed with the same seed: the same embeddings.
-    encode_nodes(small_data["root"], build, out, task="genre", config=TINY_NODES,
+    encode_nodes(small_data["root"], build, out, config=TINY_NODES,
                  force=True, log=lambda _: None, progress=False)
     np.testing.assert_allclose(np.load(path), first, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_graph_prior_node_embeddings_are_one_per_spectral_column_and_deterministic(
         small_data, tmp_path):
-    build = tfrecords.build_tfrecords(small_data["root"], str(tmp_path / "tf"),
+    build = tfrecords.build_tfrecords(GENRE, small_data["root"], str(tmp_path / "tf"),
                                       log=lambda _: None)
     out = str(tmp_path / "nodes")
     config = dataclasses.replace(TINY_NODES, objective="graph_prior", min_ratings=1,
                                  pool_sequence=True)
-    path = encode_nodes(small_data["root"], build, out, task="genre", config=config,
+    path = encode_nodes(small_data["root"], build, out, config=config,
                         log=lambda _: None, progress=False)
     node = np.load(path)
-    _, _, names = tfrecords.load_dense_table(build, "genre", with_names=True)
+    _, _, names = tfrecords.load_dense_table(build, "movie_graph", with_names=True)
     assert node.shape == (len(small_data["movies"]),
                           sum(name.startswith("svd_") for name in names))
     assert np.isfinite(node).all() and np.linalg.norm(node, axis=1).min() > 0
@@ -185,7 +218,7 @@ def test_graph_prior_node_embeddings_are_one_per_spectral_column_and_determinist
     assert [len(f) for f in meta["training"]["fold_held_out_losses"]] == [
         config.epochs] * config.folds
     # Same seed, recomputed: the same vectors (every fold's decoder is seeded).
-    encode_nodes(small_data["root"], build, out, task="genre", config=config, force=True,
+    encode_nodes(small_data["root"], build, out, config=config, force=True,
                  log=lambda _: None, progress=False)
     np.testing.assert_allclose(np.load(path), node, atol=1e-5)
     with pytest.raises(ValueError, match="objective"):

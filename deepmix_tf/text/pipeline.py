@@ -28,7 +28,7 @@ def _preset_files(preset):
 
 
 def item_texts(spec, data_dir=None):
-    """The item texts a spec declares (`text`: table, key, fields): (ids, texts)."""
+    """The item texts a spec declares (`text`: table, key, fields): (ids, texts, fields)."""
     if not spec.text:
         raise ValueError(f"{spec.path}: the spec declares no item text (\"text\")")
     table = readers.read_table(spec.tables[spec.text["table"]], spec.data_root(data_dir))
