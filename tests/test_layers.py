@@ -124,6 +124,7 @@ def test_keras_file_round_trip_gives_identical_outputs(make, tmp_path):
     assert (model.layers[1].get_config() == loaded.layers[1].get_config())
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_a_tiny_dataset():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -181,6 +182,7 @@ np.save(sys.argv[2], x.numpy())
 """
 
 
+@pytest.mark.slow
 def test_one_linear_expert_equals_tfrs_dcn_cross(tmp_path):
     """One expert, identity g and C = I: CrossNetMix is DCN-V2's low-rank cross layer, which
     TFRS implements as `x0 * dense_v(dense_u(x)) + x`. TFRS needs Keras 2, so its side runs

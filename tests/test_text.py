@@ -26,6 +26,7 @@ def text_fields(dataset):
     return tuple(load_spec(dataset).text["fields"])
 
 
+@pytest.mark.slow
 def test_embeddings_match_the_original_sentence_transformers_model():
     with open(require_shared("golden", "minilm_golden.json")) as f:
         golden = json.load(f)
