@@ -83,6 +83,7 @@ def main(argv):
 
     from deepmix_tf.data import tfrecords
     from deepmix_tf.models import build_model, load_tables
+    from deepmix_tf.tasks import make_task
     from deepmix_tf.training.trainer import default_config
 
     meta = tfrecords.read_metadata(FLAGS.dataset_dir)
@@ -96,7 +97,8 @@ def main(argv):
             FLAGS.dataset_dir, "train", config.batch_size)))
         x = preprocessor({k: features[k] for k in preprocessor.input})
         batches = tf.data.Dataset.from_tensors((x, labels)).repeat(FLAGS.steps)
-        network.compile(keras.optimizers.Adam(config.learning_rate), "mse",
+        network.compile(keras.optimizers.Adam(config.learning_rate),
+                        make_task(meta["task"]).loss(config),
                         jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
         # Tracing and compilation.

@@ -43,7 +43,7 @@ flags.DEFINE_boolean("force", False, "Rebuild even when nothing changed.")
 def main(argv):
     del argv
     from deepmix_tf.data import tfrecords
-    from deepmix_tf.data.spec import movielens_spec
+    from deepmix_tf.data.spec import load_spec, movielens_spec
     from deepmix_tf.text.node_embeddings import NodeConfig
     from deepmix_tf.text.pipeline import encode_nodes
 
@@ -55,7 +55,7 @@ def main(argv):
     dataset = FLAGS.dataset or movielens_spec(FLAGS.task)
     dataset_dir = tfrecords.build_tfrecords(dataset, FLAGS.data_dir, FLAGS.tfrecord_dir)
     output_dir = FLAGS.output_dir or (f"artifacts/nodes/{FLAGS.task}" if not FLAGS.dataset
-                                      else f"artifacts/nodes/{FLAGS.dataset}")
+                                      else f"artifacts/nodes/{load_spec(dataset).name}")
     encode_nodes(FLAGS.data_dir, dataset_dir, output_dir, preset=FLAGS.preset,
                  config=NodeConfig(**overrides), force=FLAGS.force)
 

@@ -1,5 +1,6 @@
 """Criteo's format end to end through the shipped `criteo` spec, on files the tests write:
-build, training with the binary task, export, and serving in a clean process."""
+build, training (DeepMix, DCN-V2, DLRM) with the binary task, export, and serving in a clean
+process."""
 
 import json
 import os
@@ -82,9 +83,10 @@ def test_a_malformed_criteo_line_names_file_line_and_field(tmp_path):
 
 
 @pytest.mark.slow
-def test_criteo_trains_deepmix_with_the_binary_task_and_serves_it(criteo_root, tmp_path):
+@pytest.mark.parametrize("model", ["deepmix", "dcn_v2", "dlrm"])
+def test_criteo_trains_with_the_binary_task_and_serves_it(criteo_root, tmp_path, model):
     model_dir = tmp_path / "run"
-    config = trainer.default_config("criteo", "deepmix", embedding_dim=4, low_rank=4,
+    config = trainer.default_config("criteo", model, embedding_dim=4, low_rank=4,
                                     num_experts=2, head_units=[16], batch_size=128, epochs=6,
                                     patience=6, learning_rate=3e-3)
     trainer.train(config, data_dir=criteo_root, tfrecord_dir=str(tmp_path / "tf"),
@@ -100,7 +102,7 @@ def test_criteo_trains_deepmix_with_the_binary_task_and_serves_it(criteo_root, t
     base = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
     assert run["test"]["log_loss"] < base
 
-    export = export_run(str(model_dir), str(tmp_path / "serving"))
+    export = export_run(str(model_dir), str(tmp_path / "serving"), model_name=model)
     model = keras.saving.load_model(model_dir / "model.keras")
     features, _ = next(iter(tfrecords.make_dataset(build, "test", 64)))
     features = {k: v.numpy().astype("S") if v.dtype == tf.string else v.numpy()

@@ -467,3 +467,12 @@ def test_node_prior_replaces_the_spectral_columns_instead_of_adding_some(genre_b
         load_tables(genre_build, _tiny(GENRE, "deepmix", dense_tables=["movie_graph", "node"]))
     with pytest.raises(ValueError, match="node_prior"):
         prior.replace(node_prior=-1.0)
+
+
+def test_multi_hot_with_oov_columns_counts_no_empty_item():
+    from deepmix_tf.models.preprocessing import MultiHot
+
+    layer = MultiHot(["a", "b"], separator="|", num_oov_indices=1)
+    out = np.asarray(layer(tf.constant(["", "a||b|", "zz"])))
+    # Column 0 is the unknown items' column: only "zz" marks it.
+    np.testing.assert_array_equal(out, [[0, 0, 0], [0, 1, 1], [1, 0, 0]])

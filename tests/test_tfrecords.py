@@ -551,6 +551,24 @@ BAD_SPECS = [
      "dense_tables[0].derived", "unknown key(s) ['svd_dm']"),
     (lambda r: r["features"].append({"name": "rating", "type": "numeric"}),
      "features[9].name", "'rating' is the label"),
+    # Shapes the build could not handle, refused on load.
+    (lambda r: r["features"][0].update(prefix=2), "features[0].prefix", "string categoricals"),
+    (lambda r: r["features"][8].update(vocabulary={"hash_buckets": 8}),
+     "features[8].vocabulary.hash_buckets", "only categorical features hash"),
+    (lambda r: r["features"][0].update(vocabulary={"num_oov_indices": 0}),
+     "features[0].vocabulary.num_oov_indices", "unseen values need a row"),
+    (lambda r: _column(r, "ratings", "rating").update(optional=True), "task.label",
+     "not optional"),
+    (lambda r: _column(r, "users", "zip_code").update(range=[0, 9]),
+     "tables.users.columns[4].range", "numeric dtype"),
+    (lambda r: _column(r, "users", "user_id").update(dtype="string"), "examples.join[0].on",
+     "another dtype"),
+    (lambda r: r["dense_tables"][0].update(key="zip_code"), "dense_tables[0].key",
+     "int64 ids"),
+    (lambda r: r["dense_tables"][0]["derived"].update(splits="most"),
+     "dense_tables[0].derived.splits", "expected one of ['all', 'train']"),
+    (lambda r: r["dense_tables"][0]["derived"]["user_shares"].update(sex=["F"]),
+     "dense_tables[0].derived.user_shares", "no column 'sex'"),
 ]
 
 
@@ -676,3 +694,18 @@ def test_metadata_is_plain_json(built):
     assert genre["task"]["classes"] == _genre_names() and len(_genre_names()) == 18
     assert genre["task"]["separator"] == "|"
     assert genre["dense_tables"]["movie_graph"]["key"] == "movie_id"
+
+
+def test_a_yaml_spec_with_joins_reads_like_its_json(tmp_path):
+    """YAML 1.1 would read a join's `on:` key as the boolean True."""
+    import yaml
+
+    from deepmix_tf.data.spec import load_spec, spec_path
+
+    source = spec_path("movielens1m-rating")
+    with open(source) as f:
+        text = yaml.safe_dump(json.load(f)).replace("'on':", "on:")
+    assert "\n    on: user_id" in text or "on: user_id" in text
+    path = tmp_path / "movielens1m-rating.yaml"
+    path.write_text(text)
+    assert load_spec(str(path)).examples == load_spec(source).examples

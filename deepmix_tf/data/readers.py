@@ -8,6 +8,7 @@ raises `DataFormatError` naming the file, the line and the field.
 """
 
 import csv
+import io
 import os
 import re
 
@@ -43,11 +44,13 @@ def _records(path, fmt, encoding):
     text = _decode(path, encoding)
     separator = fmt["separator"]
     if fmt["type"] == "delimited" and len(separator) > 1:
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" only: str.splitlines would also cut at latin-1's \x85 and others.
+        for number, line in enumerate(text.split("\n"), start=1):
+            line = line.rstrip("\r")
             if line.strip():
                 yield number, line.split(separator)
         return
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=separator)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
     line = 0
     try:
         for row in reader:
@@ -123,18 +126,27 @@ def _typed(values, lines, path, column):
         present = array[~empty].astype(str)
         try:
             out[~empty] = present.astype(numpy_type)
+            ok = column.dtype == "int64" or np.isfinite(out[~empty]).all()
         except (ValueError, OverflowError):
-            cast = int if column.dtype == "int64" else float
+            ok = False
+        if not ok:
             for i in np.flatnonzero(~empty):
-                try:
-                    cast(array[i])
-                except (ValueError, OverflowError):
+                if not _parses(array[i], column.dtype):
                     what = "an integer" if column.dtype == "int64" else "a number"
                     raise DataFormatError(path, lines[i], column.source,
-                                          f"expected {what}, got {array[i]!r}") from None
-            raise
+                                          f"expected {what}, got {array[i]!r} (64-bit "
+                                          "integers, finite numbers)")
     _check_values(out, empty, lines, path, column)
     return out
+
+
+def _parses(text, dtype):
+    try:
+        if dtype == "int64":
+            return -2 ** 63 <= int(text) < 2 ** 63
+        return bool(np.isfinite(np.float32(float(text))))
+    except (ValueError, OverflowError):
+        return False
 
 
 def _check_values(out, empty, lines, path, column):

@@ -227,7 +227,7 @@ def load_spec(name_or_path):
         except ImportError:
             raise SpecError(path, None, "a YAML spec needs PyYAML (pip install pyyaml)") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_yaml_loader(yaml))
         except yaml.YAMLError as e:
             raise SpecError(path, None, f"not valid YAML: {e}") from None
     else:
@@ -236,6 +236,23 @@ def load_spec(name_or_path):
         except json.JSONDecodeError as e:
             raise SpecError(path, None, f"not valid JSON: line {e.lineno}: {e.msg}") from None
     return parse_spec(raw, path)
+
+
+def _yaml_loader(yaml):
+    """PyYAML's safe loader with YAML 1.2's booleans: YAML 1.1 reads on/off/yes/no as
+    booleans, and a join's key is `on`."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                 re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
 
 
 class _Checker:
@@ -302,6 +319,13 @@ def _parse_column(c, value, key, table_names):
     if missing is not None:
         c.typed(missing, f"{key}.missing", str if dtype == "string" else (int, float),
                 f"a {dtype} value")
+    if values is not None and not all(isinstance(v, str) if dtype == "string" else (
+            isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        c.fail(f"{key}.values", f"every allowed value must be a {dtype} value")
+    if "range" in value and dtype == "string":
+        c.fail(f"{key}.range", "a range needs a numeric dtype")
+    if value.get("multi") is not None and dtype != "string":
+        c.fail(f"{key}.multi", "a multi-valued column is a string column")
     return Column(name=name, source=value.get("source", name), dtype=dtype,
                   optional=bool(value.get("optional", False)), missing=missing,
                   values=tuple(values) if values is not None else None,
@@ -317,6 +341,9 @@ def _parse_format(c, value, key):
            "names": value.get("names")}
     if kind == "delimited" and not out["separator"]:
         c.fail(f"{key}.separator", "a delimited format needs a separator")
+    if kind in ("csv", "tsv") and len(out["separator"] or "") != 1:
+        c.fail(f"{key}.separator", "csv and tsv take a one-character separator; use "
+                                   "\"delimited\" for longer ones")
     if kind != "parquet" and not out["header"] and not out["names"]:
         c.fail(f"{key}.names", "a file without a header needs the list of its column names")
     return out
@@ -352,18 +379,31 @@ def parse_spec(raw, path="<spec>"):
         unique = t.get("unique")
         if unique is not None and not set(unique) <= set(column_names):
             c.fail(f"{key}.unique", f"names columns that are not in {column_names}")
-        tables[tname] = Table(tname, files, _parse_format(c, t["format"], f"{key}.format"),
-                              t.get("encoding", "utf-8"), columns, t.get("key"),
-                              tuple(unique) if unique else None)
+        fmt = _parse_format(c, t["format"], f"{key}.format")
+        if fmt["names"]:
+            absent = [col.source for col in columns if col.source not in fmt["names"]]
+            if absent:
+                c.fail(f"{key}.format.names", f"lacks the source column(s) {absent}")
+        tables[tname] = Table(tname, files, fmt, t.get("encoding", "utf-8"), columns,
+                              t.get("key"), tuple(unique) if unique else None)
 
     examples = c.mapping(raw["examples"], "examples", ("table",), ("join",))
     if examples["table"] not in tables:
         c.fail("examples.table", f"no table {examples['table']!r}; tables: {sorted(tables)}")
     joins = []
+    seen = {col.name: col for col in tables[examples["table"]].columns}
     for i, j in enumerate(examples.get("join", [])):
         c.mapping(j, f"examples.join[{i}]", ("table", "on"))
         if j["table"] not in tables or tables[j["table"]].key != j["on"]:
             c.fail(f"examples.join[{i}]", f"joins need a table whose key is {j['on']!r}")
+        if j["on"] not in seen:
+            c.fail(f"examples.join[{i}].on", f"{j['on']!r} is not a column of the examples "
+                                             "joined so far")
+        if seen[j["on"]].dtype != tables[j["table"]].column(j["on"]).dtype:
+            c.fail(f"examples.join[{i}].on", f"{j['on']!r} has another dtype in table "
+                                             f"{j['table']!r}")
+        for col in tables[j["table"]].columns:
+            seen.setdefault(col.name, col)
         joins.append({"table": j["table"], "on": j["on"]})
     examples = {"table": examples["table"], "join": joins}
 
@@ -385,6 +425,10 @@ def parse_spec(raw, path="<spec>"):
         for k in ("key", "time"):
             if split.get(k) not in [col.name for col in example_table.columns]:
                 c.fail(f"split.{k}", f"expected a column of table {examples['table']!r}")
+        time = example_table.column(split["time"])
+        if time.dtype != "int64" or (time.optional and time.fill > 0):
+            c.fail("split.time", "the time column must be int64, and an empty time's missing "
+                                 "value (0 by default) must sort before every real time")
 
     spec_columns = {}
     for tname in [examples["table"]] + [j["table"] for j in joins]:
@@ -401,10 +445,20 @@ def parse_spec(raw, path="<spec>"):
     if task["label"] not in spec_columns:
         c.fail("task.label", f"no column {task['label']!r} in the examples")
     task = {"name": task.get("name", task["type"]), **task}
+    label = spec_columns[task["label"]]
+    if task["type"] in ("regression", "binary") and (label.dtype == "string" or label.optional):
+        c.fail("task.label", f"a {task['type']} label must be a numeric column that is not "
+                             "optional")
+    if task["type"] == "binary" and (label.values is None or set(label.values) - {0, 1}):
+        c.fail("task.label", f"declare the binary label's values: \"values\": [0, 1] on "
+                             f"column {task['label']!r}")
     if task["type"] == "multi_label":
         label = spec_columns[task["label"]]
         task.setdefault("classes", list(label.values or []))
         task.setdefault("separator", label.multi)
+        if label.values is None or set(label.values) != set(task["classes"]):
+            c.fail("task.classes", f"the label column {task['label']!r} must declare its "
+                                   "values, the classes, so that the build checks each item")
         if not task["classes"] or not task["separator"]:
             c.fail("task", "a multi_label task needs its classes and separator (task.classes, "
                            "task.separator, or the label column's values and multi)")
@@ -427,6 +481,14 @@ def parse_spec(raw, path="<spec>"):
         if kind == "multi_hot" and column.dtype != "string":
             c.fail(f"{key}.type", f"multi_hot needs a string column, {f['name']!r} is "
                                   f"{column.dtype}")
+        if kind == "categorical" and column.dtype == "float32":
+            c.fail(f"{key}.type", f"categorical needs an int64 or string column, {f['name']!r} "
+                                  "is float32")
+        prefix = f.get("prefix")
+        if prefix is not None and (kind != "categorical" or column.dtype != "string" or
+                                   isinstance(prefix, bool) or not isinstance(prefix, int)
+                                   or prefix < 1):
+            c.fail(f"{key}.prefix", "a prefix is a positive int, for string categoricals")
         vocabulary = c.mapping(f.get("vocabulary", {}), f"{key}.vocabulary", (),
                                ("min_count", "max_size", "num_oov_indices", "hash_buckets",
                                 "values"))
@@ -437,6 +499,12 @@ def parse_spec(raw, path="<spec>"):
             v = vocabulary[option]
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 c.fail(f"{key}.vocabulary.{option}", f"expected a positive int, got {v!r}")
+        oov = vocabulary["num_oov_indices"]
+        if isinstance(oov, bool) or not isinstance(oov, int) or oov < (kind == "categorical"):
+            c.fail(f"{key}.vocabulary.num_oov_indices", f"expected an int >= "
+                   f"{int(kind == 'categorical')} (unseen values need a row), got {oov!r}")
+        if vocabulary["hash_buckets"] is not None and kind != "categorical":
+            c.fail(f"{key}.vocabulary.hash_buckets", "only categorical features hash")
         if vocabulary["values"] is None and kind == "multi_hot" and column.values:
             vocabulary["values"] = list(column.values)
         transform = tuple(f.get("transform", ()))
@@ -449,7 +517,7 @@ def parse_spec(raw, path="<spec>"):
             c.fail(f"{key}.separator", "a multi_hot feature needs its item separator")
         features.append(Feature(
             name=f["name"], type=kind, enabled=bool(f.get("enabled", True)),
-            doc=f.get("doc", ""), prefix=f.get("prefix"), vocabulary=vocabulary,
+            doc=f.get("doc", ""), prefix=prefix, vocabulary=vocabulary,
             separator=separator, transform=transform,
             clip=c.pair(f["clip"], f"{key}.clip") if "clip" in f else None))
     if len({f.name for f in features}) != len(features):
@@ -468,15 +536,46 @@ def parse_spec(raw, path="<spec>"):
         for k in ("interactions", "items", "users"):
             if derived.get(k) is not None and derived[k] not in tables:
                 c.fail(f"{key}.derived.{k}", f"no table {derived[k]!r}")
-        dense_tables.append(DenseTable(d["name"], d["key"], {
-            "user": "user_id", "item": d["key"], "value": None, "values": [], "user_shares": {},
-            "splits": "all", "svd_dim": 32, "seed": split["seed"], "users": None, **derived}))
+        if not (isinstance(d["name"], str) and d["name"].replace("_", "").isalnum()):
+            c.fail(f"{key}.name", "a name of letters, digits and '_' (it names a file)")
+        if spec_columns[d["key"]].dtype != "int64":
+            c.fail(f"{key}.key", "dense tables are keyed by int64 ids")
+        derived = {"item": d["key"], "value": None, "values": [], "user_shares": {},
+                   "splits": "all", "svd_dim": 32, "seed": split["seed"], "users": None,
+                   **derived}
+        c.choice(derived["splits"], f"{key}.derived.splits", ("all", "train"))
+        if derived["splits"] == "train" and derived["interactions"] != examples["table"]:
+            c.fail(f"{key}.derived.splits", "only the examples table has a training split")
+        items = tables[derived["items"]]
+        if items.key is None or items.column(items.key).dtype != "int64":
+            c.fail(f"{key}.derived.items", "the items table needs an int64 key")
+        interaction_columns = [col.name for col in tables[derived["interactions"]].columns]
+        for k in ("user", "item", "value"):
+            if k == "user" and k not in derived:
+                c.fail(f"{key}.derived", "missing required key 'user'")
+            if derived[k] is not None and derived[k] not in interaction_columns:
+                c.fail(f"{key}.derived.{k}", f"no column {derived[k]!r} in table "
+                                             f"{derived['interactions']!r}")
+        if derived["user_shares"]:
+            if derived["users"] is None:
+                c.fail(f"{key}.derived.users", "user_shares need the users table")
+            user_columns = [col.name for col in tables[derived["users"]].columns]
+            for column in derived["user_shares"]:
+                if column not in user_columns:
+                    c.fail(f"{key}.derived.user_shares", f"no column {column!r} in table "
+                                                         f"{derived['users']!r}")
+        v = derived["svd_dim"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            c.fail(f"{key}.derived.svd_dim", f"expected a positive int, got {v!r}")
+        dense_tables.append(DenseTable(d["name"], d["key"], derived))
 
     text = raw.get("text")
     if text is not None:
-        c.mapping(text, "text", ("table", "key", "fields"), ("template",))
+        c.mapping(text, "text", ("table", "key", "fields"))
         if text["table"] not in tables:
             c.fail("text.table", f"no table {text['table']!r}")
+        if text["key"] not in [col.name for col in tables[text["table"]].columns]:
+            c.fail("text.key", f"no column {text['key']!r} in table {text['table']!r}")
         if task["label"] in text["fields"]:
             c.fail("text.fields", f"{task['label']!r} is the label: the item text may not "
                                   "carry it")

@@ -465,10 +465,10 @@ def _in_memory_dataset(dataset_dir, split, batch_size, shuffle, seed, repeat,
 def read_examples(dataset_dir, split, input_context=None):
     """All examples of a split as numpy arrays in file order (for tests and small splits)."""
     out = {}
-    name = read_metadata(dataset_dir)["label"]["name"]
+    label_name = read_metadata(dataset_dir)["label"]["name"]
     for features, label in make_dataset(dataset_dir, split, batch_size=65536,
                                         input_context=input_context):
-        features[name] = label
+        features[label_name] = label
         for name, value in features.items():
             out.setdefault(name, []).append(value.numpy())
     return {name: np.concatenate(parts) for name, parts in out.items()}

@@ -1,7 +1,7 @@
 """SavedModel export for TensorFlow Serving: raw features in, named predictions out.
 
 Layout: `<export_dir>/<model_name>/<version>/` (TF Serving's), written under a temporary
-name and renamed when complete. Every lookup (vocabularies, genre splitting, movie id ->
+name and renamed when complete. Every lookup (vocabularies, multi-hot splitting, key ->
 dense-table row) is inside the graph, so a client sends exactly the raw values of
 the build's features and nothing computed in Python; the outputs are the task's.
 """

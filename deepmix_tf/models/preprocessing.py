@@ -51,6 +51,8 @@ class MultiHot(keras.layers.Layer):
 
     def call(self, inputs):
         names = tf.strings.split(inputs, self.separator)
+        # Empty items ("", "a||b") are no items, whatever the OOV setting.
+        names = tf.ragged.boolean_mask(names, tf.strings.length(names) > 0)
         index = self.lookup(names.values)
         if not self.num_oov_indices:
             index = index - 1  # unknown names (index 0) become -1: a row of zeros

@@ -175,8 +175,9 @@ def chart(summary, path, protocol="rel-movielens1m"):
     # Each task's metrics but RMSE, which tells little beside MAE.
     panels = [(task, metric) for task, metrics in _tasks(summary).items() for metric in metrics
               if metric != "rmse"]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
-    for axis, (task, metric) in zip(axes, panels):
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2),
+                                squeeze=False)
+    for axis, (task, metric) in zip(axes[0], panels):
         rows = [(label, row) for (t, label, p), row in summary.items()
                 if t == task and p == protocol]
         labels = [f"{label}\n({row['seeds']} seed{'s' * (row['seeds'] != 1)})"
