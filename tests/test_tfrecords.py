@@ -709,3 +709,23 @@ def test_a_yaml_spec_with_joins_reads_like_its_json(tmp_path):
     path = tmp_path / "movielens1m-rating.yaml"
     path.write_text(text)
     assert load_spec(str(path)).examples == load_spec(source).examples
+
+
+def test_parquet_integers_with_nulls_read_as_integers(tmp_path):
+    """pandas gives an integer column with nulls back as floats (3.0): still integers."""
+    _parquet_available()
+    from deepmix_tf.data import readers
+    from deepmix_tf.data.spec import parse_spec
+
+    pd.DataFrame({"n": [3, None, 5], "clicked": [0, 1, 1]}).to_parquet(
+        tmp_path / "t.parquet", index=False)
+    spec = parse_spec({
+        "name": "t", "root": str(tmp_path),
+        "tables": {"t": {"files": "t.parquet", "format": {"type": "parquet"}, "columns": [
+            {"name": "n", "dtype": "int64", "optional": True},
+            {"name": "clicked", "dtype": "int64", "values": [0, 1]}]}},
+        "examples": {"table": "t"}, "split": {"type": "ordered"},
+        "task": {"type": "binary", "label": "clicked"},
+        "features": [{"name": "n", "type": "numeric"}]}, str(tmp_path / "t.json"))
+    frame = readers.read_table(spec.tables["t"], spec.root)
+    assert frame["n"].tolist() == [3, 0, 5] and frame["n"].dtype == np.int64

@@ -72,8 +72,9 @@ def _raw_columns(path, fmt, encoding, sources):
         if missing:
             raise DataFormatError(path, None, missing[0],
                                   f"no column(s) {missing}; it has {list(frame.columns)}")
-        columns = [["" if pd.isna(v) else str(v).strip() for v in frame[s].tolist()]
-                   for s in sources]
+        # pandas reads an integer column with nulls as floats: 3.0 is written 3 again.
+        columns = [["" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer()
+                    else str(v).strip() for v in frame[s].tolist()] for s in sources]
         return columns, list(range(1, len(frame) + 1))
     records = _records(path, fmt, encoding)
     if fmt["header"]:
