@@ -64,7 +64,8 @@ def test_missing_files_of_a_spec_with_a_root(tmp_path):
         "name": "events", "root": "data",
         "tables": {"events": {"files": "events.csv", "format": {"type": "csv"},
                               "columns": [{"name": "user"}, {"name": "clicked",
-                                                             "dtype": "int64"}]}},
+                                                             "dtype": "int64",
+                                                             "values": [0, 1]}]}},
         "examples": {"table": "events"}, "split": {"type": "random"},
         "task": {"type": "binary", "label": "clicked"},
         "features": [{"name": "user", "type": "categorical"}]}))
