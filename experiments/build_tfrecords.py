@@ -23,6 +23,10 @@ flags.DEFINE_integer("num_shards", 4, "Files per training split (validation/test
                      "The default is what experiments.train builds, so it reuses this build.")
 flags.DEFINE_integer("svd_dim", None, "Overrides the spectral size of the spec's interaction "
                      "graph tables.", lower_bound=1)
+flags.DEFINE_enum("compression", "GZIP", ["GZIP", "none"], "Record compression.")
+flags.DEFINE_enum("streaming", "auto", ["auto", "on", "off"], "Build chunk by chunk in "
+                  "bounded memory (on; auto: when the spec allows, see deepmix_tf.data.stream) "
+                  "or read whole tables (off).")
 flags.DEFINE_boolean("force", False, "Rebuild even when spec, sources and options are "
                      "unchanged.")
 
@@ -31,7 +35,10 @@ def main(argv):
     del argv
     tfrecords.build_tfrecords(FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir,
                               num_shards=FLAGS.num_shards, svd_dim=FLAGS.svd_dim,
-                              force=FLAGS.force)
+                              force=FLAGS.force,
+                              compression="" if FLAGS.compression == "none" else "GZIP",
+                              streaming={"auto": "auto", "on": True, "off": False}[
+                                  FLAGS.streaming])
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ flags.DEFINE_string("model_dir", None, "Output folder (default "
 flags.DEFINE_string("config", None, "JSON file of `Config` fields.")
 flags.DEFINE_integer("epochs", None, "Maximum epochs (early stopping may end sooner).")
 flags.DEFINE_integer("batch_size", None, "Batch size.")
-flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", None, "Learning rate.")
+flags.DEFINE_enum("optimizer", None, ["adam", "sgd"], "adam, or sgd with sparse embedding "
+                  "updates (tables of millions of rows).")
+flags.DEFINE_enum("streaming", None, ["auto", "on", "off"], "Stream the TFRecords every epoch "
+                  "(on), hold splits in memory (off), or stream splits over 5M examples (auto).")
 flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_string("node_embeddings", None, "node_embeddings.npy to feed as a dense movie "
                     "feature (from experiments.encode_nodes).")
@@ -72,7 +76,7 @@ def config_from_flags():
         protocol = FLAGS.protocol
     check_fields(overrides, FLAGS.config or "--config")
     for name in ("epochs", "batch_size", "learning_rate", "seed", "node_embeddings",
-                 "node_prior"):
+                 "node_prior", "optimizer", "streaming"):
         if getattr(FLAGS, name) is not None:
             overrides[name] = getattr(FLAGS, name)
     if FLAGS.dataset:

@@ -278,10 +278,10 @@ def _fail_on_test_split(monkeypatch):
     """Makes the build fail while it writes the test split (after train and validation)."""
     write = tfrecords._write_shards
 
-    def failing(spec_, task, rows, directory, split, num_shards):
+    def failing(spec_, task, rows, directory, split, *args):
         if split == "test":
             raise OSError("disk full (simulated)")
-        return write(spec_, task, rows, directory, split, num_shards)
+        return write(spec_, task, rows, directory, split, *args)
 
     monkeypatch.setattr(tfrecords, "_write_shards", failing)
 
@@ -522,8 +522,8 @@ BAD_SPECS = [
     (lambda r: _rename_key(_column(r, "ratings", "rating"), "dtype", "dtpye"),
      "tables.ratings.columns[2]", "unknown key(s) ['dtpye']"),
     (lambda r: _column(r, "ratings", "rating").update(dtype="int32"),
-     "tables.ratings.columns[2].dtype", "expected one of ['int64', 'float32', 'string'], got "
-                                        "'int32'"),
+     "tables.ratings.columns[2].dtype", "expected one of ['int64', 'float32', 'string', "
+                                        "'int64_list'], got 'int32'"),
     (lambda r: _column(r, "users", "age").update(values=7),
      "tables.users.columns[2].values", "expected a list of allowed values"),
     (lambda r: _column(r, "ratings", "timestamp").update(missing="none"),

@@ -73,7 +73,10 @@ def _raw_columns(path, fmt, encoding, sources):
             raise DataFormatError(path, None, missing[0],
                                   f"no column(s) {missing}; it has {list(frame.columns)}")
         # pandas reads an integer column with nulls as floats: 3.0 is written 3 again.
-        columns = [["" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer()
+        # List columns (int64_list bags) stay lists.
+        columns = [frame[s].tolist() if frame[s].dtype == object and len(frame) and any(
+            isinstance(v, (list, np.ndarray)) for v in frame[s].head(100)) else
+                   ["" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer()
                     else str(v).strip() for v in frame[s].tolist()] for s in sources]
         return columns, list(range(1, len(frame) + 1))
     records = _records(path, fmt, encoding)
@@ -108,6 +111,8 @@ def _raw_columns(path, fmt, encoding, sources):
 
 def _typed(values, lines, path, column):
     """Strings of one column -> a typed numpy array, checked as the column declares."""
+    if column.dtype == "int64_list":
+        return _bags(values, lines, path, column)
     array = np.asarray(values, dtype=object)
     if column.regex:
         pattern = re.compile(column.regex)
@@ -138,6 +143,27 @@ def _typed(values, lines, path, column):
                                           f"expected {what}, got {array[i]!r} (64-bit "
                                           "integers, finite numbers)")
     _check_values(out, empty, lines, path, column)
+    return out
+
+
+def _bags(values, lines, path, column):
+    """A Parquet list<int64> column -> object array of int64 arrays (null: empty bag if the
+    column is optional)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (not isinstance(v, (list, np.ndarray)) and pd.isna(v)):
+            if not column.optional:
+                raise DataFormatError(path, lines[i], column.source,
+                                      "empty value (the column is not optional)")
+            v = []
+        if not isinstance(v, (list, np.ndarray)):
+            raise DataFormatError(path, lines[i], column.source,
+                                  f"expected a list of integers, got {v!r}")
+        try:
+            out[i] = np.asarray(v, np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataFormatError(path, lines[i], column.source,
+                                  f"expected a list of integers, got {v!r}") from None
     return out
 
 

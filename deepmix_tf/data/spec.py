@@ -27,11 +27,13 @@ import dataclasses
 import json
 import os
 
-DTYPES = ("int64", "float32", "string")
+# "int64_list": a Parquet list<int64> column (a bag of ids, DLRM's indices per lookup).
+DTYPES = ("int64", "float32", "string", "int64_list")
 FORMATS = ("csv", "tsv", "delimited", "parquet")
 FEATURE_TYPES = ("categorical", "numeric", "multi_hot")
 SPLIT_TYPES = ("files", "random", "chronological", "ordered")
 TRANSFORMS = ("log1p", "standardize")
+POOLINGS = ("sum", "mean")
 TASK_TYPES = ("regression", "binary", "multi_label")  # deepmix_tf.tasks implements them
 SPLITS = ("train", "validation", "test")
 # The specs shipped with the package: `load_spec("movielens1m-rating")` finds them by name.
@@ -55,7 +57,8 @@ class Column:
         name: str. The column's name in the pipeline.
         source: str. The column's name in the file (its header, or `format.names`);
             defaults to `name`.
-        dtype: "int64", "float32" or "string".
+        dtype: "int64", "float32", "string", or "int64_list" (Parquet list<int64>: a bag of
+            ids, for a multi_hot feature).
         optional: bool. Empty values are allowed and become `missing`.
         missing: the value an empty field takes (0, 0.0 or "" by default).
         values: list or None. The only values allowed (for a `multi` column: each item).
@@ -110,18 +113,21 @@ class Feature:
         name: str. A column of the joined examples; the name in TFRecords, model inputs and
             the serving signature.
         type: "categorical" (vocabulary lookup or hashing, then an embedding), "numeric"
-            (a float after `transform`) or "multi_hot" (separator-joined items, a sum of
-            their embeddings).
+            (a float after `transform`) or "multi_hot" (a bag of items, separator-joined
+            strings or an int64_list column, pooled from their embeddings).
         enabled: bool. Whether models use it by default (it is written either way).
         doc: str. What the value is (shown in the serving signature's documentation).
         prefix: int or None. Strings: only this many leading characters are used.
         vocabulary: dict. `min_count` (1), `max_size` (None), `num_oov_indices` (1),
             `hash_buckets` (None: a vocabulary from the training split; N: hash into N
-            buckets, no vocabulary), `values` (a fixed list instead of one from the data).
+            buckets, no vocabulary), `values` (a fixed list instead of one from the data),
+            `identity` (int ids: id i in [0, identity) is row i, others are out of
+            vocabulary; no vocabulary is counted).
         separator: multi_hot: the item separator.
         transform: numeric: steps applied in order: "log1p", "standardize" (with the
             training split's mean and standard deviation).
         clip: numeric: [low, high] applied before `transform` (null: unbounded).
+        pooling: multi_hot: "sum" (default) or "mean" of the items' embeddings.
     """
 
     name: str
@@ -133,6 +139,7 @@ class Feature:
     separator: str = None
     transform: tuple = ()
     clip: tuple = None
+    pooling: str = "sum"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,8 +329,10 @@ def _parse_column(c, value, key, table_names):
     if values is not None and not all(isinstance(v, str) if dtype == "string" else (
             isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
         c.fail(f"{key}.values", f"every allowed value must be a {dtype} value")
-    if "range" in value and dtype == "string":
+    if "range" in value and dtype in ("string", "int64_list"):
         c.fail(f"{key}.range", "a range needs a numeric dtype")
+    if dtype == "int64_list" and ("range" in value or values is not None):
+        c.fail(f"{key}.dtype", "int64_list columns take no range or values")
     if value.get("multi") is not None and dtype != "string":
         c.fail(f"{key}.multi", "a multi-valued column is a string column")
     return Column(name=name, source=value.get("source", name), dtype=dtype,
@@ -430,7 +439,7 @@ def parse_spec(raw, path="<spec>"):
             c.fail("split.time", "the time column must be int64, and an empty time's missing "
                                  "value (0 by default) must sort before every real time")
 
-    spec_columns = {}
+    spec_columns, column_tables = {}, {}
     for tname in [examples["table"]] + [j["table"] for j in joins]:
         for col in tables[tname].columns:
             if col.name in spec_columns and tname != examples["table"] and col.name not in [
@@ -438,6 +447,7 @@ def parse_spec(raw, path="<spec>"):
                 c.fail(f"tables.{tname}.columns", f"column {col.name!r} is already in the "
                                                   "examples; joined columns need new names")
             spec_columns.setdefault(col.name, col)
+            column_tables.setdefault(col.name, tname)
 
     task = c.mapping(raw["task"], "task", ("type", "label"), ("name", "range", "classes",
                                                              "separator"))
@@ -469,7 +479,7 @@ def parse_spec(raw, path="<spec>"):
     for i, f in enumerate(c.typed(raw["features"], "features", list, "a list of features")):
         key = f"features[{i}]"
         c.mapping(f, key, ("name", "type"), ("enabled", "doc", "prefix", "vocabulary",
-                                             "separator", "transform", "clip"))
+                                             "separator", "transform", "clip", "pooling"))
         if f["name"] not in spec_columns:
             c.fail(f"{key}.name", f"no column {f['name']!r} in the joined examples")
         if f["name"] == task["label"]:
@@ -478,9 +488,13 @@ def parse_spec(raw, path="<spec>"):
         column = spec_columns[f["name"]]
         if kind == "numeric" and column.dtype == "string":
             c.fail(f"{key}.type", f"column {f['name']!r} is a string; numeric needs a number")
-        if kind == "multi_hot" and column.dtype != "string":
-            c.fail(f"{key}.type", f"multi_hot needs a string column, {f['name']!r} is "
-                                  f"{column.dtype}")
+        if kind == "multi_hot" and column.dtype not in ("string", "int64_list"):
+            c.fail(f"{key}.type", f"multi_hot needs a string or int64_list column, "
+                                  f"{f['name']!r} is {column.dtype}")
+        if kind != "multi_hot" and column.dtype == "int64_list":
+            c.fail(f"{key}.type", f"column {f['name']!r} is an int64_list: multi_hot only")
+        if tables[column_tables[f["name"]]].format["type"] != "parquet" and column.dtype == "int64_list":
+            c.fail(f"{key}.name", f"int64_list column {f['name']!r} needs a Parquet table")
         if kind == "categorical" and column.dtype == "float32":
             c.fail(f"{key}.type", f"categorical needs an int64 or string column, {f['name']!r} "
                                   "is float32")
@@ -491,11 +505,11 @@ def parse_spec(raw, path="<spec>"):
             c.fail(f"{key}.prefix", "a prefix is a positive int, for string categoricals")
         vocabulary = c.mapping(f.get("vocabulary", {}), f"{key}.vocabulary", (),
                                ("min_count", "max_size", "num_oov_indices", "hash_buckets",
-                                "values"))
+                                "values", "identity"))
         vocabulary = {"min_count": 1, "max_size": None,
                       "num_oov_indices": 0 if kind == "multi_hot" else 1,
-                      "hash_buckets": None, "values": None, **vocabulary}
-        for option in ("min_count", "max_size", "hash_buckets"):
+                      "hash_buckets": None, "values": None, "identity": None, **vocabulary}
+        for option in ("min_count", "max_size", "hash_buckets", "identity"):
             v = vocabulary[option]
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 c.fail(f"{key}.vocabulary.{option}", f"expected a positive int, got {v!r}")
@@ -505,6 +519,14 @@ def parse_spec(raw, path="<spec>"):
                    f"{int(kind == 'categorical')} (unseen values need a row), got {oov!r}")
         if vocabulary["hash_buckets"] is not None and kind != "categorical":
             c.fail(f"{key}.vocabulary.hash_buckets", "only categorical features hash")
+        if vocabulary["identity"] is not None and (
+                column.dtype not in ("int64", "int64_list") or vocabulary["hash_buckets"]
+                or vocabulary["values"] is not None):
+            c.fail(f"{key}.vocabulary.identity", "identity ids are for int64 and int64_list "
+                                                 "columns, without hash_buckets or values")
+        if column.dtype == "int64_list" and vocabulary["identity"] is None:
+            c.fail(f"{key}.vocabulary.identity", "an int64_list bag needs its id range: "
+                                                 "\"vocabulary\": {\"identity\": m}")
         if vocabulary["values"] is None and kind == "multi_hot" and column.values:
             vocabulary["values"] = list(column.values)
         transform = tuple(f.get("transform", ()))
@@ -513,13 +535,16 @@ def parse_spec(raw, path="<spec>"):
         if transform and kind != "numeric":
             c.fail(f"{key}.transform", "only numeric features take a transform")
         separator = f.get("separator", column.multi if kind == "multi_hot" else None)
-        if kind == "multi_hot" and not separator:
+        pooling = c.choice(f.get("pooling", "sum"), f"{key}.pooling", POOLINGS)
+        if "pooling" in f and kind != "multi_hot":
+            c.fail(f"{key}.pooling", "only multi_hot features pool")
+        if kind == "multi_hot" and not separator and column.dtype == "string":
             c.fail(f"{key}.separator", "a multi_hot feature needs its item separator")
         features.append(Feature(
             name=f["name"], type=kind, enabled=bool(f.get("enabled", True)),
             doc=f.get("doc", ""), prefix=prefix, vocabulary=vocabulary,
             separator=separator, transform=transform,
-            clip=c.pair(f["clip"], f"{key}.clip") if "clip" in f else None))
+            clip=c.pair(f["clip"], f"{key}.clip") if "clip" in f else None, pooling=pooling))
     if len({f.name for f in features}) != len(features):
         c.fail("features", "a feature is declared twice")
 

@@ -12,6 +12,10 @@ import os
 MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases")
 COMBINES = ("stacked", "parallel", "towers")
 LOSSES = ("mse", "mae", "huber")
+OPTIMIZERS = ("adam", "sgd")
+STREAMING = ("auto", "on", "off")
+# Training splits larger than this stream under `streaming="auto"`.
+STREAM_ABOVE = 5_000_000
 
 
 @dataclasses.dataclass
@@ -57,6 +61,12 @@ class Config:
         steps_per_execution: training steps per call into TensorFlow (Keras'
             `steps_per_execution`): fewer returns to Python between steps, and callbacks
             see one batch end per call. 1 by default; the speed comparison uses 10.
+        optimizer: "adam", or "sgd": plain SGD whose embedding updates touch only the rows
+            of the batch (`layers.embedding`; no L2 on the tables), for tables of millions
+            of rows (the DLRM paper's optimizer).
+        streaming: how training reads the TFRecords: "off" (parse each split once into
+            memory, then gather batches), "on" (stream the files every epoch, in bounded
+            memory), "auto" (stream splits of more than 5,000,000 examples).
     """
 
     dataset: str = "movielens1m-rating"
@@ -89,6 +99,8 @@ class Config:
     seed: int = 42
     jit_compile: bool = False
     steps_per_execution: int = 1
+    optimizer: str = "adam"
+    streaming: str = "auto"
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -101,6 +113,10 @@ class Config:
             raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
         if not self.node_prior >= 0:
             raise ValueError(f"node_prior must be >= 0, got {self.node_prior!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.streaming not in STREAMING:
+            raise ValueError(f"streaming must be one of {STREAMING}, got {self.streaming!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be a positive int, got "
                              f"{self.steps_per_execution!r}")

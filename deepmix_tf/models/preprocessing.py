@@ -122,6 +122,33 @@ class StringPrefix(keras.layers.Layer):
         return {**super().get_config(), "length": self.length}
 
 
+@keras.saving.register_keras_serializable(package="deepmix_tf")
+class IdentityIndex(keras.layers.Layer):
+    """Integer ids that are their own rows: id i in [0, size) -> i + num_oov_indices; other
+    ids -> 0 (the out-of-vocabulary row), or -1 (no item) without OOV rows; the padding -1
+    of bags stays -1.
+
+    Args:
+        size: int. The ids' range.
+        num_oov_indices: int. 0 or 1: rows before the ids' for unknown ids.
+    """
+
+    def __init__(self, size, num_oov_indices=1, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.num_oov_indices = int(size), int(num_oov_indices)
+
+    def call(self, ids):
+        ids = tf.cast(ids, "int64")
+        known = (ids >= 0) & (ids < self.size)
+        unknown = tf.where(ids == -1, tf.constant(-1, tf.int64),
+                           tf.constant(0 if self.num_oov_indices else -1, tf.int64))
+        return tf.cast(tf.where(known, ids + self.num_oov_indices, unknown), "int32")
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size,
+                "num_oov_indices": self.num_oov_indices}
+
+
 def row_input(table):
     """The name of the preprocessed input holding a key's row in dense table `table`."""
     return f"{table}_row"
@@ -129,7 +156,9 @@ def row_input(table):
 
 def raw_inputs(meta, names):
     """Keras Input tensors of raw example columns, named and typed as in the build."""
-    return {c["name"]: keras.Input(shape=(), dtype=c["dtype"], name=c["name"])
+    return {c["name"]: keras.Input(
+        shape=(c["length"],) if c["dtype"] == "int64_list" else (),
+        dtype="int64" if c["dtype"] == "int64_list" else c["dtype"], name=c["name"])
             for c in meta["columns"] if c["name"] in names}
 
 
@@ -161,6 +190,9 @@ def build_preprocessor(meta, feature_names, table_ids=None):
                 x = StringPrefix(f["prefix"], name=f"{f['name']}_prefix")(x)
             if f["hash_buckets"]:
                 index = keras.layers.Hashing(f["hash_buckets"], name=f"{f['name']}_hash")(x)
+            elif f.get("identity"):
+                index = IdentityIndex(f["identity"], f["num_oov_indices"],
+                                      name=f"{f['name']}_identity")(x)
             else:
                 lookup_cls = (keras.layers.StringLookup if f["dtype"] == "string"
                               else keras.layers.IntegerLookup)
@@ -168,6 +200,9 @@ def build_preprocessor(meta, feature_names, table_ids=None):
                                    num_oov_indices=f["num_oov_indices"], output_mode="int",
                                    name=f"{f['name']}_lookup")(x)
             outputs[f["name"]] = keras.ops.cast(index, "int32")
+        elif f["type"] == "multi_hot" and f["dtype"] == "int64_list":
+            outputs[f["name"]] = IdentityIndex(f["identity"], f["num_oov_indices"],
+                                               name=f"{f['name']}_identity")(x)
         elif f["type"] == "multi_hot":
             outputs[f["name"]] = MultiHot(f["vocabulary"], f["separator"],
                                           f["num_oov_indices"], name=f"{f['name']}_multi_hot")(x)

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from deepmix_tf.layers.dropout import Dropout
+from deepmix_tf.layers.embedding import BagEmbedding, SparseEmbedding
 from deepmix_tf.models.preprocessing import row_input
 
 
@@ -48,6 +49,8 @@ def embedding_rows(feature):
     its hash buckets."""
     if feature.get("hash_buckets"):
         return feature["hash_buckets"]
+    if feature.get("identity"):
+        return feature["identity"] + feature["num_oov_indices"]
     return len(feature["vocabulary"]) + feature["num_oov_indices"]
 
 
@@ -65,17 +68,28 @@ def embed(inputs, meta, config, tables=None):
         rows, or None).
     """
     regularizer = l2_regularizer(config)
+    # SGD updates only the rows of the batch when tables are gathered from as variables,
+    # without an L2 penalty on whole tables.
+    sparse = config.optimizer == "sgd"
+    table_regularizer = None if sparse else regularizer
+    embedding_cls = SparseEmbedding if sparse else keras.layers.Embedding
     embeddings, dense = [], []
     for f in meta["features"]:
         if f["name"] not in inputs:
             continue
         x = inputs[f["name"]]
         if f["type"] == "categorical":
-            layer = keras.layers.Embedding(embedding_rows(f), config.embedding_dim,
-                                           embeddings_regularizer=regularizer,
-                                           name=f"{f['name']}_embedding")
+            layer = embedding_cls(embedding_rows(f), config.embedding_dim,
+                                  embeddings_regularizer=table_regularizer,
+                                  name=f"{f['name']}_embedding")
             embeddings.append(layer(x))
+        elif f["type"] == "multi_hot" and f["dtype"] == "int64_list":
+            embeddings.append(BagEmbedding(
+                embedding_rows(f), config.embedding_dim, pooling=f["pooling"],
+                embeddings_regularizer=table_regularizer, name=f"{f['name']}_embedding")(x))
         elif f["type"] == "multi_hot":
+            if f.get("pooling") == "mean":
+                x = x / keras.ops.maximum(keras.ops.sum(x, axis=-1, keepdims=True), 1.0)
             # A linear map of a multi-hot vector is the sum of its items' embeddings.
             embeddings.append(keras.layers.Dense(
                 config.embedding_dim, use_bias=False, kernel_regularizer=regularizer,

@@ -21,9 +21,10 @@ from deepmix_tf import tasks
 from deepmix_tf.data import locate, tfrecords
 from deepmix_tf.data.spec import load_spec
 from deepmix_tf.files import write_json
+from deepmix_tf.layers.embedding import SparseSGD
 from deepmix_tf.models import build_model, load_tables
 # Re-exported: callers build a run's configuration from here.
-from deepmix_tf.models.config import Config, default_config  # noqa: F401
+from deepmix_tf.models.config import STREAM_ABOVE, Config, default_config  # noqa: F401
 from deepmix_tf.training import distribute
 
 
@@ -186,6 +187,20 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
                       False, scratch, dataset_dir)
 
 
+def make_optimizer(config):
+    """The configured optimizer (`Config.optimizer`)."""
+    if config.optimizer == "sgd":
+        return SparseSGD(config.learning_rate)
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def streams(config, meta):
+    """Whether training streams the build's files rather than holding splits in memory."""
+    if config.streaming == "auto":
+        return meta["splits"]["train"]["examples"] > STREAM_ABOVE
+    return config.streaming == "on"
+
+
 def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, chief,
            out_dir, dataset_dir=None):
     workers = distribute.num_workers(strategy)
@@ -206,7 +221,7 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         tables = load_tables(dataset_dir, config, meta)
         preprocessor, network, full = build_model(config, meta, tables)
         compiled_loss = task.loss(config)
-        network.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        network.compile(optimizer=make_optimizer(config),
                         loss=compiled_loss, metrics=task.train_metrics(),
                         jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
@@ -215,10 +230,12 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         # Only the features the model uses: the records may hold more (timestamps, ...).
         return preprocessor({name: features[name] for name in preprocessor.input})
 
+    in_memory = not streams(config, meta)
+
     def dataset(split, shuffle=False, batch_size=config.batch_size, input_context=None,
                 repeat=False):
         return tfrecords.make_dataset(dataset_dir, split, batch_size,
-                                      shuffle=shuffle, seed=config.seed, in_memory=True,
+                                      shuffle=shuffle, seed=config.seed, in_memory=in_memory,
                                       transform=preprocess, input_context=input_context,
                                       repeat=repeat)
 
