@@ -178,14 +178,18 @@ def _csv_stream(path, piece, first_line, table, sources):
     if missing:
         raise DataFormatError(path, 1, missing[0],
                               f"header lacks column(s) {missing}; it has {header}")
+    errors = []
 
     def invalid(row):
-        raise DataFormatError(
+        # An exception raised here is lost in pyarrow: kept, and raised by `_iterate`.
+        errors.append(DataFormatError(
             path, None if row.number is None else first_line + row.number - 1, None,
             f"expected {row.expected_columns} {fmt['separator']!r}-separated fields "
-            f"({fmt['separator'].join(header)}), got {row.actual_columns}: {row.text[:80]!r}")
+            f"({fmt['separator'].join(header)}), got {row.actual_columns}: "
+            f"{row.text[:80]!r}"))
+        return "error"
 
-    stream = pacsv.open_csv(
+    return errors, lambda: pacsv.open_csv(
         _Range(path, piece[1], piece[2]),
         read_options=pacsv.ReadOptions(column_names=header, block_size=CHUNK_BYTES,
                                        encoding=table.encoding, use_threads=False),
@@ -194,7 +198,6 @@ def _csv_stream(path, piece, first_line, table, sources):
         convert_options=pacsv.ConvertOptions(
             include_columns=sources, column_types={s: pa.string() for s in sources},
             strings_can_be_null=False, quoted_strings_can_be_null=False))
-    return stream
 
 
 def _iterate(path, piece, first_line, table):
@@ -203,15 +206,19 @@ def _iterate(path, piece, first_line, table):
     if piece[0] == "groups":
         yield from _parquet_chunks(path, piece, sources)
         return
-    stream = _csv_stream(path, piece, first_line, table, sources)
+    errors, open_stream = _csv_stream(path, piece, first_line, table, sources)
     line = first_line
     try:
+        stream = None
         while True:
             try:
+                stream = stream or open_stream()
                 batch = stream.read_next_batch()
             except StopIteration:
                 break
             except pa.ArrowInvalid as e:
+                if errors:
+                    raise errors[0] from None
                 raise DataFormatError(path, None, None, f"bad CSV after line {line}: {e}") \
                     from None
             if batch.num_rows:
