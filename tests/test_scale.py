@@ -58,6 +58,19 @@ def test_streaming_build_equals_the_whole_table_build(tmp_path):
     _assert_same_build(a, b)
 
 
+def test_blank_lines_move_no_split_boundary(tmp_path):
+    # Line ends counted up front overcount the rows: the build counts again as read.
+    data = _criteo(tmp_path, rows=1000)
+    path = os.path.join(data, "criteo", "train.txt")
+    lines = open(path).read().split("\n")
+    open(path, "w").write("\n".join(lines[:10] + ["", ""] + lines[10:500] + [""] + lines[500:]))
+    a = tfrecords.build_tfrecords("criteo", data, str(tmp_path / "s"), num_shards=2,
+                                  log=_quiet)
+    b = tfrecords.build_tfrecords("criteo", data, str(tmp_path / "w"), streaming=False,
+                                  log=_quiet)
+    _assert_same_build(a, b)
+
+
 def test_streaming_build_names_the_bad_line_and_leaves_nothing(tmp_path):
     data = _criteo(tmp_path, rows=400)
     path = os.path.join(data, "criteo", "train.txt")

@@ -316,7 +316,9 @@ class _Counts:
             counted = pc.value_counts(values).flatten()
             self.parts.append(pa.table({"v": counted[0], "c": counted[1].cast(pa.int64())}))
             self.rows += len(self.parts[-1])
-        if self.rows > 4 * max(self.merged, 1 << 20):
+        # Merged when the parts hold twice the distinct values so far: memory stays within
+        # a few times the vocabulary, and each count is merged O(1) times on average.
+        if self.rows > 2 * self.merged + (1 << 16):
             self.merge()
 
     def merge(self):
@@ -488,8 +490,12 @@ class _Shard:
             label[usable:])]
 
     def close(self):
-        self._flush(final=True)
-        self.writer.close()
+        if self.writer is not None:
+            try:
+                self._flush(final=True)
+            finally:
+                self.writer.close()
+                self.writer = None
 
 
 def _concatenate(parts):
@@ -539,17 +545,23 @@ def _split_rows(spec, pieces):
     return out
 
 
-def _pass(plan, table, work, threads):
-    """Runs `work(piece index, chunk typed, chunk row offset in piece, first line)` over
-    every chunk of every piece, pieces in parallel; returns each piece's row count."""
+def _pass(plan, table, work, threads, shards=None):
+    """Runs `work(piece index, typed chunk, the chunk's first row in the piece)` over every
+    chunk of every piece, pieces in parallel, closing each piece's `shards` when it is
+    done; returns each piece's row count."""
 
     def run(i):
         _, (path, piece, first, _rows), _ = plan[i]
         offset = 0
-        for line, raw in _iterate(path, piece, first, table):
-            typed = _typed_chunk(table, raw, path, line)
-            work(i, typed, offset)
-            offset += len(next(iter(typed.values())))
+        try:
+            for line, raw in _iterate(path, piece, first, table):
+                typed = _typed_chunk(table, raw, path, line)
+                work(i, typed, offset)
+                offset += len(next(iter(typed.values())))
+        finally:
+            for (owner, _), shard in (shards or {}).items():
+                if owner == i:
+                    shard.close()
         return offset
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -566,7 +578,12 @@ def _rows_of(parts, split, offset, n):
 def build_streaming(spec, data_dir, final, options, fingerprint, sources, log=print,
                     threads=None):
     """Builds the TFRecords of a spec that `why_not_streaming` accepts (see the module
-    docstring); the arguments are `tfrecords.build_tfrecords`'s, resolved."""
+    docstring); the arguments are `tfrecords.build_tfrecords`'s, resolved.
+
+    Records hold raw values, so without bags one pass both gathers the statistics and
+    writes the shards; bags are padded to the longest of the split, so with `int64_list`
+    columns a first pass finds it (and the statistics), a second writes.
+    """
     from deepmix_tf.data import tfrecords
 
     table = spec.tables[spec.examples["table"]]
@@ -575,66 +592,47 @@ def build_streaming(spec, data_dir, final, options, fingerprint, sources, log=pr
     plan = _split_rows(spec, pieces)
     task_info = dict(spec.task)
     task = tasks_lib.make_task(task_info)
-    stats = [_Stats(spec, task) for _ in plan]
-
-    def gather(i, typed, offset):
-        n = len(next(iter(typed.values())))
-        stats[i].add(typed, _rows_of(plan[i][2], "train", offset, n))
-
-    counted = _pass(plan, table, gather, threads)
-    if counted != [p[1][3] for p in plan]:
-        # Blank lines (which the reader skips) or quoted line ends: count again with the
-        # rows as read, then gather the statistics of the right rows.
-        for i, n in enumerate(counted):
-            plan[i] = (plan[i][0], plan[i][1][:3] + (n,), None)
-        fixed = {}
-        for split, p, _ in plan:
-            fixed.setdefault(split, []).append(p)
-        plan = _split_rows(spec, fixed)
-        stats = [_Stats(spec, task) for _ in plan]
-        _pass(plan, table, gather, threads)
-    total = stats[0]
-    for s in stats[1:]:
-        total.absorb(s)
-    split_rows = {s: sum(hi - lo for _, _, parts in plan for name, lo, hi in parts if name == s)
-                  for s in splits.SPLITS}
-    for name, n in split_rows.items():
-        if not n:
-            raise DataFormatError(spec.path, None, "split",
-                                  f"the {name} split of {spec.name!r} has no examples")
-    task_info["stats"] = total.label[1]
-    features = _feature_metadata(spec, total)
-    bag_lengths = {name: max(1, n) for name, n in total.bags.items()}
-    log(f"{spec.name}: {sum(split_rows.values()):,} rows "
-        f"({', '.join(f'{s} {n:,}' for s, n in split_rows.items())}); writing")
+    one_pass = not any(c.dtype == "int64_list" for c in table.columns)
     with staged_directory(final) as tmp:
-        names, shards = {}, {}
-        for s in splits.SPLITS:
-            owners = [i for i, (_, _, parts) in enumerate(plan) if any(p[0] == s for p in parts)]
-            for k, i in enumerate(owners):
-                names[(i, s)] = tfrecords.shard_name(s, k, len(owners), options["compression"])
-                shards[(i, s)] = _Shard(os.path.join(tmp, names[(i, s)]), spec, task,
-                                        bag_lengths, options)
-
-        def write(i, typed, offset):
-            n = len(next(iter(typed.values())))
-            for s, _, _ in plan[i][2]:
-                rows = _rows_of(plan[i][2], s, offset, n)
-                if rows is not None:
-                    shards[(i, s)].add({name: v[rows] for name, v in typed.items()})
-
-        try:
-            _pass(plan, table, write, threads)
-        finally:
-            for shard in shards.values():
-                shard.close()
+        if one_pass:
+            stats, (names, shards) = _gathering(spec, task, plan), _shards(
+                spec, task, plan, tmp, {}, options)
+            counted = _pass(plan, table, _both(stats, shards, plan), threads, shards)
+            if counted != [p[1][3] for p in plan]:
+                for name in names.values():
+                    os.remove(os.path.join(tmp, name))
+                one_pass = False
+        if not one_pass:
+            stats = _gathering(spec, task, plan)
+            counted = _pass(plan, table, _both(stats, {}, plan), threads)
+            if counted != [p[1][3] for p in plan]:
+                # Blank lines (which the reader skips) or quoted line ends: the rows as read
+                # place the split boundaries; gather the statistics of the right rows.
+                plan = _recounted(spec, plan, counted)
+                stats = _gathering(spec, task, plan)
+                _pass(plan, table, _both(stats, {}, plan), threads)
+            bags = _total(stats).bags
+            names, shards = _shards(spec, task, plan, tmp,
+                                    {n: max(1, v) for n, v in bags.items()}, options)
+            _pass(plan, table, _both(None, shards, plan), threads, shards)
+        total = _total(stats)
+        bag_lengths = {name: max(1, n) for name, n in total.bags.items()}
+        split_rows = {s: sum(hi - lo for _, _, parts in plan for n, lo, hi in parts if n == s)
+                      for s in splits.SPLITS}
+        for name, n in split_rows.items():
+            if not n:
+                raise DataFormatError(spec.path, None, "split",
+                                      f"the {name} split of {spec.name!r} has no examples")
+        task_info["stats"] = total.label[1]
+        log(f"{spec.name}: {sum(split_rows.values()):,} rows "
+            f"({', '.join(f'{s} {n:,}' for s, n in split_rows.items())})")
         split_meta = {s: {"examples": split_rows[s],
                           "files": [names[(i, s)] for i in range(len(plan)) if (i, s) in names]}
                       for s in splits.SPLITS}
         metadata = {
             **options, "fingerprint": fingerprint, "dataset": spec.name,
             "protocol": spec.protocol, "spec": spec.raw, "spec_path": spec.path,
-            "task": task_info, "features": features,
+            "task": task_info, "features": _feature_metadata(spec, total),
             "columns": tfrecords.column_metadata(spec, bag_lengths),
             "label": {"name": task.label, "shape": task.label_shape()},
             "splits": split_meta, "dense_tables": {}, "sources": sources, "streamed": True,
@@ -643,6 +641,54 @@ def build_streaming(spec, data_dir, final, options, fingerprint, sources, log=pr
             json.dump(metadata, f, indent=1)
     log(f"wrote {final}")
     return final
+
+
+def _gathering(spec, task, plan):
+    return [_Stats(spec, task) for _ in plan]
+
+
+def _total(stats):
+    total = _Stats(stats[0].spec, stats[0].task)
+    for s in stats:
+        total.absorb(s)
+    return total
+
+
+def _recounted(spec, plan, counted):
+    fixed = {}
+    for (split, p, _), n in zip(plan, counted):
+        fixed.setdefault(split, []).append(p[:3] + (n,))
+    return _split_rows(spec, fixed)
+
+
+def _shards(spec, task, plan, directory, bag_lengths, options):
+    """One `_Shard` per (piece, split) with rows: ({key: file name}, {key: shard})."""
+    from deepmix_tf.data import tfrecords
+
+    names, shards = {}, {}
+    for s in splits.SPLITS:
+        owners = [i for i, (_, _, parts) in enumerate(plan) if any(p[0] == s for p in parts)]
+        for k, i in enumerate(owners):
+            names[(i, s)] = tfrecords.shard_name(s, k, len(owners), options["compression"])
+            shards[(i, s)] = _Shard(os.path.join(directory, names[(i, s)]), spec, task,
+                                    bag_lengths, options)
+    return names, shards
+
+
+def _both(stats, shards, plan):
+    """The work on one chunk: add its training rows to the statistics and/or write its rows
+    to their shards."""
+
+    def work(i, typed, offset):
+        n = len(next(iter(typed.values())))
+        if stats is not None:
+            stats[i].add(typed, _rows_of(plan[i][2], "train", offset, n))
+        for s, _, _ in plan[i][2] if shards else ():
+            rows = _rows_of(plan[i][2], s, offset, n)
+            if rows is not None:
+                shards[(i, s)].add({name: v[rows] for name, v in typed.items()})
+
+    return work
 
 
 def _feature_metadata(spec, stats):
