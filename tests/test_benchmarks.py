@@ -47,3 +47,19 @@ def test_batches_round_trip_through_the_file(tmp_path):
     loaded, loaded_labels = timing.load_batches(path, ["x"], 8)
     np.testing.assert_array_equal(loaded["x"], features)
     np.testing.assert_array_equal(loaded_labels, labels)
+
+
+def test_scale_floor_and_table_count():
+    from benchmarks import scale
+
+    # DLRM's MLPs: bottom 512-512-64, top (64 + 36 dots)-1024-1024-1024-1.
+    macs = 512 * 512 + 512 * 64 + 100 * 1024 + 2 * 1024 * 1024 + 1024
+    floor = scale.dlrm_floor({"matmul_gflops": 100.0, "gather_gbps": 10.0}, macs, 2048, 8,
+                             100, 64)
+    assert floor["mlp_flops_per_batch"] == 3 * 2 * 2048 * macs
+    assert floor["embedding_bytes_per_batch"] == 8 * 2048 * 100 * 64 * 4 * 2
+    assert floor["floor_s_per_batch"] == pytest.approx(
+        3 * 2 * 2048 * macs / 100e9 + 8 * 2048 * 100 * 64 * 8 / 10e9)
+    # 8 tables of 10M x 64 (20 GB) in 22 GiB: fewer tables, the same at every size.
+    assert scale.tables_count(8, 10_000_000, 64, available=22 * 2 ** 30) == 5
+    assert scale.tables_count(8, 100_000, 64, available=22 * 2 ** 30) == 8
