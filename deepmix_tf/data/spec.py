@@ -493,7 +493,8 @@ def parse_spec(raw, path="<spec>"):
                                   f"{f['name']!r} is {column.dtype}")
         if kind != "multi_hot" and column.dtype == "int64_list":
             c.fail(f"{key}.type", f"column {f['name']!r} is an int64_list: multi_hot only")
-        if tables[column_tables[f["name"]]].format["type"] != "parquet" and column.dtype == "int64_list":
+        if (column.dtype == "int64_list"
+                and tables[column_tables[f["name"]]].format["type"] != "parquet"):
             c.fail(f"{key}.name", f"int64_list column {f['name']!r} needs a Parquet table")
         if kind == "categorical" and column.dtype == "float32":
             c.fail(f"{key}.type", f"categorical needs an int64 or string column, {f['name']!r} "

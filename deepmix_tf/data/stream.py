@@ -695,26 +695,11 @@ def _feature_metadata(spec, stats):
     """`tfrecords.feature_metadata` from streamed statistics."""
     from deepmix_tf.data import tfrecords
 
-    columns = spec.example_columns()
-    out = []
-    for f in spec.features:
-        _, column = columns[f.name]
-        entry = {"name": f.name, "type": f.type, "dtype": column.dtype, "enabled": f.enabled,
-                 "doc": f.doc, "prefix": f.prefix, "missing": column.fill if column.optional
-                 else None}
-        if f.type == "numeric":
-            m = stats.numeric[f.name]
-            entry.update(clip=list(f.clip) if f.clip else None, transform=list(f.transform),
-                         mean=float(m.mean), std=float(np.sqrt(m.m2 / m.n)) if m.n else 0.0)
-        else:
-            entry.update(num_oov_indices=f.vocabulary["num_oov_indices"],
-                         hash_buckets=f.vocabulary["hash_buckets"], separator=f.separator,
-                         identity=f.vocabulary["identity"], pooling=f.pooling)
-            if f.vocabulary["values"] is not None:
-                entry["vocabulary"] = list(f.vocabulary["values"])
-            elif f.name in stats.counts:
-                values, counts = stats.counts[f.name].arrays()
-                entry["vocabulary"] = tfrecords.check_vocabulary(
-                    spec, f, tfrecords.vocabulary_from_counts(f, values, counts))
-        out.append(entry)
-    return out
+    def moments(f):
+        m = stats.numeric[f.name]
+        return float(m.mean), float(np.sqrt(m.m2 / m.n)) if m.n else 0.0
+
+    def vocabulary_of(f, column):
+        return tfrecords.vocabulary_from_counts(f, *stats.counts[f.name].arrays())
+
+    return tfrecords.feature_entries(spec, moments, vocabulary_of)

@@ -125,6 +125,18 @@ def _numeric(feature, values):
 
 def feature_metadata(spec, train):
     """What the model needs of each feature, from the training split: one dict each."""
+
+    def moments(f):
+        x = _numeric(f, train[f.name].to_numpy())
+        return float(x.mean()), float(x.std())
+
+    return feature_entries(spec, moments,
+                           lambda f, column: vocabulary(f, column, train[f.name].to_numpy()))
+
+
+def feature_entries(spec, moments, vocabulary_of):
+    """`feature_metadata` from `moments(feature)` -> (mean, std) of a numeric feature's
+    training values and `vocabulary_of(feature, column)` -> a counted vocabulary."""
     columns = spec.example_columns()
     out = []
     for f in spec.features:
@@ -133,16 +145,17 @@ def feature_metadata(spec, train):
                  "doc": f.doc, "prefix": f.prefix, "missing": column.fill if column.optional
                  else None}
         if f.type == "numeric":
-            x = _numeric(f, train[f.name].to_numpy())
+            mean, std = moments(f)
             entry.update(clip=list(f.clip) if f.clip else None, transform=list(f.transform),
-                         mean=float(x.mean()), std=float(x.std()))
+                         mean=mean, std=std)
         else:
             entry.update(num_oov_indices=f.vocabulary["num_oov_indices"],
                          hash_buckets=f.vocabulary["hash_buckets"], separator=f.separator,
                          identity=f.vocabulary["identity"], pooling=f.pooling)
-            if f.vocabulary["hash_buckets"] is None and f.vocabulary["identity"] is None:
-                entry["vocabulary"] = check_vocabulary(
-                    spec, f, vocabulary(f, column, train[f.name].to_numpy()))
+            if f.vocabulary["values"] is not None:
+                entry["vocabulary"] = check_vocabulary(spec, f, list(f.vocabulary["values"]))
+            elif f.vocabulary["hash_buckets"] is None and f.vocabulary["identity"] is None:
+                entry["vocabulary"] = check_vocabulary(spec, f, vocabulary_of(f, column))
         out.append(entry)
     return out
 
