@@ -214,3 +214,9 @@ def test_dlrm_trains_on_streamed_bags(tmp_path):
     assert out["val"]["auc"] > 0.75, out["val"]
     with open(tmp_path / "model" / "config.json") as f:
         assert json.load(f)["streaming"] == "on"
+    # Bags are (batch, length) inputs of the serving signature.
+    from deepmix_tf.export.saved_model import export_run
+
+    export = export_run(str(tmp_path / "model"), str(tmp_path / "serving"))
+    served = tf.saved_model.load(export).signatures["serving_default"]
+    assert served.structured_input_signature[1]["cat_0"].shape.as_list() == [None, 4]

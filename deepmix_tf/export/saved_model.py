@@ -21,15 +21,18 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def input_specs(model):
-    """Named (batch,) TensorSpecs of the model's raw inputs, in the model's input order."""
-    return [tf.TensorSpec([None], t.dtype, name=name) for name, t in model.input.items()]
+    """Named TensorSpecs of the model's raw inputs, in the model's input order: (batch,), or
+    (batch, length) for bags of ids."""
+    return [tf.TensorSpec([None] + list(t.shape[1:]), t.dtype, name=name)
+            for name, t in model.input.items()]
 
 
 def signature_table(model, meta, task):
     """The serving signature as rows (name, dtype, shape, meaning), for docs and tests."""
     docs = {f["name"]: f["doc"] for f in meta["features"]}
     keys = {t["key"]: f"key of the {name} table" for name, t in meta["dense_tables"].items()}
-    rows = [(s.name, s.dtype.name, "(batch,)", docs.get(s.name) or keys.get(s.name, ""))
+    rows = [(s.name, s.dtype.name, "(batch,)" if s.shape.rank == 1 else
+             f"(batch, {s.shape[1]})", docs.get(s.name) or keys.get(s.name, ""))
             for s in input_specs(model)]
     return rows, task.signature_outputs()
 

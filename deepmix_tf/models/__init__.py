@@ -81,7 +81,7 @@ def build_model(config, meta, tables=None):
                                       {name: ids for name, (ids, _) in tables.items()})
     network = build_network(preprocessor, config, meta, task,
                             {name: values for name, (_, values) in tables.items()})
-    raw = {name: keras.Input(shape=(), dtype=t.dtype, name=name)
+    raw = {name: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=name)
            for name, t in preprocessor.input.items()}
     full = keras.Model(raw, network(preprocessor(raw)), name=f"{config.model}_{task.name}")
     return preprocessor, network, full
