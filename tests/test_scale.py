@@ -193,7 +193,7 @@ def test_sparse_updates_leave_untouched_rows_unchanged():
         untouched = np.setdiff1d(np.arange(1000), used)
         np.testing.assert_array_equal(new[untouched], old[untouched])
         assert (new[used] != old[used]).any(axis=1).all()
-    # The same step as Keras' dense SGD.
+    # It serialises as Keras' SGD does (its dense update is SGD's own).
     config = keras.optimizers.SGD(0.5).get_config()
     assert SparseSGD.from_config(config).get_config() == config
 

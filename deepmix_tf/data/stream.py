@@ -17,6 +17,7 @@ check needs the whole table, so such specs are read whole (`tfrecords.load_examp
 """
 
 import concurrent.futures
+import csv
 import io
 import json
 import os
@@ -151,8 +152,7 @@ def _header(path, fmt, encoding):
         line = f.readline().decode(encoding).rstrip("\r\n")
     if not line:
         raise DataFormatError(path, 1, None, "empty file, expected a header line")
-    return [h.strip() for h in next(iter(__import__("csv").reader(
-        [line], delimiter=fmt["separator"])))]
+    return [h.strip() for h in next(csv.reader([line], delimiter=fmt["separator"]))]
 
 
 def _parquet_chunks(path, piece, sources):
