@@ -115,6 +115,11 @@ class Task:
         """Rows (name, dtype, shape, meaning) of the serving outputs, for docs and tests."""
         raise NotImplementedError
 
+    def ranking_score(self, prediction):
+        """The score items are ranked by in recommendations (higher is better), from the
+        network's output; tasks without one (multi-label) cannot recommend."""
+        raise ValueError(f"a {self.type} task has no score to rank items by")
+
     def score_serving(self, labels, outputs, decision):
         """The task's metrics of a split from the serving outputs (numpy arrays by name)."""
         raise NotImplementedError
@@ -163,6 +168,9 @@ class Regression(Task):
     def score_serving(self, labels, outputs, decision):
         return self.validation_metrics(labels, outputs[self.name])
 
+    def ranking_score(self, prediction):
+        return prediction  # the predicted value
+
     def signature_outputs(self):
         low, high = self.range
         where = f", clipped to [{low}, {high}]" if low is not None or high is not None else ""
@@ -202,6 +210,9 @@ class Binary(Task):
     def score_serving(self, labels, outputs, decision):
         p = np.clip(np.asarray(outputs["probability"], np.float64), 1e-7, 1 - 1e-7)
         return metrics_lib.binary_metrics(labels, np.log(p / (1 - p)))
+
+    def ranking_score(self, prediction):
+        return tf.sigmoid(prediction)  # the probability
 
     def serving_outputs(self, prediction, decision):
         probability = tf.sigmoid(prediction)

@@ -172,6 +172,7 @@ class DatasetSpec:
     features: tuple
     dense_tables: tuple
     text: dict
+    recommend: dict
     presets: str
     download: str
     raw: dict
@@ -363,7 +364,7 @@ def parse_spec(raw, path="<spec>"):
     c = _Checker(path)
     c.mapping(raw, "", ("name", "tables", "examples", "task", "features"),
               ("description", "root", "data_subdir", "protocol", "split", "dense_tables", "text",
-               "presets", "download"))
+               "recommend", "presets", "download"))
     tables = {}
     names = c.mapping(raw["tables"], "tables", (), tuple(raw["tables"]) if isinstance(
         raw["tables"], dict) else ())
@@ -605,6 +606,7 @@ def parse_spec(raw, path="<spec>"):
         if task["label"] in text["fields"]:
             c.fail("text.fields", f"{task['label']!r} is the label: the item text may not "
                                   "carry it")
+    recommend = _parse_recommend(c, raw.get("recommend"), tables, examples, task)
     spec_dir = os.path.dirname(os.path.abspath(path)) if path != "<spec>" else os.getcwd()
     root = raw.get("root")
     if root is not None and not os.path.isabs(root):
@@ -613,8 +615,35 @@ def parse_spec(raw, path="<spec>"):
         name=c.typed(raw["name"], "name", str, "a name"), path=str(path), root=root,
         data_subdir=raw.get("data_subdir"), protocol=raw.get("protocol", split["type"]),
         tables=tables, examples=examples, split=split, task=task, features=tuple(features),
-        dense_tables=tuple(dense_tables), text=text, presets=raw.get("presets"),
+        dense_tables=tuple(dense_tables), text=text, recommend=recommend,
+        presets=raw.get("presets"),
         download=raw.get("download"), raw=raw)
+
+
+def _parse_recommend(c, value, tables, examples, task):
+    """`recommend`: {"items": a joined table with a key (the catalogue), "user": the examples'
+    column that names a user, "relevant_at_least": the label value from which a held-out
+    example counts as relevant in ranking evaluation (binary tasks: 1)}."""
+    if value is None:
+        return None
+    c.mapping(value, "recommend", ("items", "user"), ("relevant_at_least",))
+    joined = {j["table"]: j["on"] for j in examples["join"]}
+    if value["items"] not in joined:
+        c.fail("recommend.items", f"{value['items']!r} is not a table joined to the examples "
+                                  f"(joined: {sorted(joined)})")
+    columns = [col.name for name in [examples["table"]] + list(joined)
+               for col in tables[name].columns]
+    if value["user"] not in columns:
+        c.fail("recommend.user", f"no column {value['user']!r} in the joined examples")
+    if value["user"] in [col.name for col in tables[value["items"]].columns]:
+        c.fail("recommend.user", f"{value['user']!r} is a column of the item table")
+    if task["type"] not in ("regression", "binary"):
+        c.fail("recommend", f"recommendations rank by a score: a {task['type']} task has none")
+    relevant = value.get("relevant_at_least", 1 if task["type"] == "binary" else None)
+    if isinstance(relevant, bool) or not isinstance(relevant, (int, float)):
+        c.fail("recommend.relevant_at_least", f"expected a number, got {relevant!r}")
+    return {"items": value["items"], "key": joined[value["items"]], "user": value["user"],
+            "relevant_at_least": relevant}
 
 
 # The shipped MovieLens specs by the names of the older command-line flags.

@@ -635,7 +635,8 @@ def build_streaming(spec, data_dir, final, options, fingerprint, sources, log=pr
             "task": task_info, "features": _feature_metadata(spec, total),
             "columns": tfrecords.column_metadata(spec, bag_lengths),
             "label": {"name": task.label, "shape": task.label_shape()},
-            "splits": split_meta, "dense_tables": {}, "sources": sources, "streamed": True,
+            "splits": split_meta, "dense_tables": {}, "items": None, "sources": sources,
+            "streamed": True,
         }
         with open(os.path.join(tmp, tfrecords.METADATA), "w") as f:
             json.dump(metadata, f, indent=1)

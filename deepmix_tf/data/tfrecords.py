@@ -34,6 +34,7 @@ from deepmix_tf.files import staged_directory
 
 FORMAT_VERSION = 3
 METADATA = "metadata.json"
+CATALOGUE = "items.parquet"  # the item table of specs with a "recommend" section
 BLOCK_ROWS = 4096  # rows per record
 COMPRESSIONS = ("GZIP", "")
 
@@ -358,6 +359,10 @@ def build_tfrecords(spec, data_dir=None, output_dir="artifacts/tfrecords", num_s
             dense[table.name] = {"file": f"{table.name}.npz", "key": table.key,
                                  "dim": int(values.shape[1]), "rows": int(len(ids)),
                                  "derived": table.derived}
+        items = None
+        if spec.recommend:
+            items = write_catalogue(spec, frames[spec.recommend["items"]],
+                                    os.path.join(tmp, CATALOGUE))
         split_meta = {}
         for name, part in rows.items():
             log(f"writing {spec.name}/{name}: {len(part):,} examples")
@@ -371,13 +376,38 @@ def build_tfrecords(spec, data_dir=None, output_dir="artifacts/tfrecords", num_s
             "task": task_info, "features": features,
             "columns": column_metadata(spec, bag_lengths),
             "label": {"name": task.label, "shape": task.label_shape()},
-            "splits": split_meta, "dense_tables": dense,
+            "splits": split_meta, "dense_tables": dense, "items": items,
             "sources": {os.path.relpath(p, root): md5s[p] for p in sources},
         }
         with open(os.path.join(tmp, METADATA), "w") as f:
             json.dump(metadata, f, indent=1)
     log(f"wrote {final}")
     return final
+
+
+def write_catalogue(spec, frame, path):
+    """Writes the item table of `spec.recommend` (its declared columns, one row per item) to
+    a Parquet file, for the export's `recommend` signature; returns `metadata["items"]`."""
+    table = spec.tables[spec.recommend["items"]]
+    columns = [c.name for c in table.columns]
+    frame = frame[columns].reset_index(drop=True)
+    frame.to_parquet(path, index=False)
+    return {"file": os.path.basename(path), "table": table.name,
+            "key": spec.recommend["key"], "user": spec.recommend["user"],
+            "relevant_at_least": spec.recommend["relevant_at_least"],
+            "rows": int(len(frame)), "columns": columns}
+
+
+def load_catalogue(dataset_dir, meta=None):
+    """The item catalogue of a build (`write_catalogue`) as a DataFrame, in item order."""
+    import pandas as pd
+
+    meta = meta or read_metadata(dataset_dir)
+    if not meta.get("items"):
+        raise ValueError(f"{dataset_dir}: the build has no item catalogue; its spec "
+                         f"({meta.get('spec_path')}) needs a \"recommend\" section "
+                         f"(BUILD.md, \"Dataset specs\"), then a rebuild")
+    return pd.read_parquet(os.path.join(dataset_dir, meta["items"]["file"]))
 
 
 # ------------------------------------------------------------------------------- reading

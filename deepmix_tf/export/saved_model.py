@@ -38,7 +38,7 @@ def signature_table(model, meta, task):
 
 
 def export(model, meta, export_dir, model_name, version=None, decision=None,
-           warmup_features=None, jit_compile=False, precision="float32"):
+           warmup_features=None, jit_compile=False, precision="float32", catalogue=None):
     """Exports a raw-feature Keras model (`model.keras` of a run) for TF Serving.
 
     Args:
@@ -59,6 +59,10 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
             dtypes. Faster only on CPUs with
             bfloat16 arithmetic (AVX512_BF16, AMX); predictions move a little (measure the
             effect with `experiments.benchmark_serving --evaluate`).
+        catalogue: the build's item table (`tfrecords.load_catalogue`) or None. Given, the
+            export also has the `recommend` and `recommend_excluding` signatures
+            (`export.recommend`), in float32 without XLA whatever `precision` and
+            `jit_compile` say.
 
     Returns:
         The version folder written.
@@ -88,6 +92,14 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
     for part in tracked:
         archive.track(part)
     archive.add_endpoint(SIGNATURE, serve, input_signature=specs)
+    recommender = None
+    if catalogue is not None:
+        from deepmix_tf.export.recommend import Recommender
+
+        recommender = Recommender(model, meta, catalogue)
+        archive.track(recommender)
+        for name, (fn, signature) in recommender.endpoints().items():
+            archive.add_endpoint(name, fn, input_signature=signature)
     with staged_directory(final, replace=False) as staging:
         archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
@@ -96,11 +108,17 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
             write_warmup(os.path.join(extra, WARMUP_FILE), model_name,
                          {n: warmup_features[n] for n in names})
         inputs, outputs = signature_table(model, meta, task)
+        about = {"dataset": meta["dataset"], "task": task.describe(),
+                 "signature": SIGNATURE, "inputs": inputs, "outputs": outputs,
+                 "decision": decision, "jit_compile": bool(jit_compile),
+                 "precision": precision}
+        if recommender is not None:
+            rec_inputs, rec_outputs = recommender.signature_rows(meta)
+            about["recommend"] = {"signatures": list(recommender.endpoints()),
+                                  "items": recommender.size, "inputs": rec_inputs,
+                                  "outputs": rec_outputs}
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
-            json.dump({"dataset": meta["dataset"], "task": task.describe(),
-                       "signature": SIGNATURE, "inputs": inputs, "outputs": outputs,
-                       "decision": decision, "jit_compile": bool(jit_compile),
-                       "precision": precision}, f, indent=1)
+            json.dump(about, f, indent=1)
     return final
 
 
@@ -112,7 +130,8 @@ def _predictor(model, jit_compile, precision):
     float32 it is a copy of the network in that dtype, whose outputs are cast back."""
     if not jit_compile and precision == "float32":
         return (lambda features: model(features, training=False)), [model]
-    preprocessor, network = _split(model, jit_compile, precision)
+    preprocessor, network = _split(model, f"jit_compile={jit_compile} and "
+                                          f"precision={precision!r}")
     if precision != "float32":
         network = _in_precision(network, precision)
     run = lambda x: network(x, training=False)  # noqa: E731
@@ -126,8 +145,9 @@ def _predictor(model, jit_compile, precision):
     return predict, [preprocessor, network]
 
 
-def _split(model, jit_compile, precision):
-    """The (preprocessor, network) sub-models of a model of `build_model`."""
+def _split(model, why):
+    """The (preprocessor, network) sub-models of a model of `build_model`; `why` says what
+    needs them, for the error."""
     import keras
 
     from deepmix_tf.models.preprocessing import PREPROCESSOR
@@ -135,7 +155,7 @@ def _split(model, jit_compile, precision):
     parts = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
     preprocessor = parts.pop(PREPROCESSOR, None)
     if preprocessor is None or len(parts) != 1:
-        raise ValueError(f"jit_compile={jit_compile} and precision={precision!r} need a model "
+        raise ValueError(f"{why} need a model "
                          f"of `build_model` (a {PREPROCESSOR!r} and one network sub-model); "
                          f"{model.name!r} has sub-models "
                          f"{sorted(parts) + ([PREPROCESSOR] if preprocessor else [])}")
@@ -198,10 +218,12 @@ def write_warmup(path, model_name, features):
 
 
 def export_run(model_dir, export_dir, model_name=None, version=None, warmup_examples=8,
-               jit_compile=False, precision="float32"):
+               jit_compile=False, precision="float32", recommend="auto"):
     """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`, and the
     metadata of its TFRecord build), with warm-up requests made of the first validation
-    examples of that build (`jit_compile`, `precision`: see `export`).
+    examples of that build (`jit_compile`, `precision`: see `export`). `recommend`: "auto"
+    adds the `recommend` signatures when the build has an item catalogue and the task a
+    ranking score; True requires them; False leaves them out.
 
     Returns:
         The version folder written.
@@ -219,6 +241,10 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
         features, _ = next(iter(tfrecords.make_dataset(dataset_dir, "validation",
                                                        warmup_examples)))
         warmup = {k: v.numpy() for k, v in features.items()}
+    catalogue = None
+    if recommend is True or (recommend == "auto" and meta.get("items")
+                             and meta["task"]["type"] in ("regression", "binary")):
+        catalogue = tfrecords.load_catalogue(dataset_dir, meta)
     return export(model, meta, export_dir, model_name or f"deepmix_{run['task']}", version,
                   decision=run.get("decision"), warmup_features=warmup,
-                  jit_compile=jit_compile, precision=precision)
+                  jit_compile=jit_compile, precision=precision, catalogue=catalogue)
