@@ -13,7 +13,6 @@ The parent imports neither TensorFlow nor Keras: only the children do.
 """
 
 import json
-import math
 import os
 import resource
 import subprocess
@@ -269,22 +268,11 @@ def _measure_floor(table_rows, batch, k, dim, iterations):
     float32 variable; the gathered rows' bytes counted)."""
     import tensorflow as tf
 
+    from benchmarks.timing import matmul_gflops
+
     out = {}
     m, n, p = 2048, 1024, 1024
-    a = tf.random.normal((m, n))
-    b = tf.random.normal((n, p)) / math.sqrt(n)  # keeps the chained values' scale
-
-    @tf.function
-    def matmuls(x, count):
-        for _ in tf.range(count):
-            x = tf.matmul(x, b)
-        return x
-
-    matmuls(a, tf.constant(2)).numpy()
-    start = time.perf_counter()
-    matmuls(a, tf.constant(iterations["matmul"])).numpy()
-    seconds = time.perf_counter() - start
-    out["matmul_gflops"] = iterations["matmul"] * 2 * m * n * p / seconds / 1e9
+    out["matmul_gflops"] = matmul_gflops(iterations["matmul"], m, n, p)
     out["matmul_shape"] = [[m, n], [n, p]]
 
     size = 64 * MIB  # float32 elements: 256 MiB

@@ -95,3 +95,25 @@ def result(model, seconds, steps, batch_size, loss, **extra):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def matmul_gflops(iterations, m=2048, n=1024, p=1024):
+    """This machine's float32 matmul rate, GFLOP/s: `iterations` chained (m, n) x (n, p)
+    products in one tf.function loop (n == p, so each output feeds the next)."""
+    import math
+
+    import tensorflow as tf
+
+    a = tf.random.normal((m, n))
+    b = tf.random.normal((n, p)) / math.sqrt(n)  # keeps the chained values' scale
+
+    @tf.function
+    def matmuls(x, count):
+        for _ in tf.range(count):
+            x = tf.matmul(x, b)
+        return x
+
+    matmuls(a, tf.constant(2)).numpy()
+    start = time.perf_counter()
+    matmuls(a, tf.constant(iterations)).numpy()
+    return iterations * 2 * m * n * p / (time.perf_counter() - start) / 1e9

@@ -61,3 +61,47 @@ def serve_in_clean_process(tmp_path, export, features, wrong_dtype_input):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     with np.load(tmp_path / "out.npz") as data:
         return {k: data[k] for k in data.files}, report
+
+
+_SIGNATURE_CLIENT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+export, signature, inputs_file, out_file = sys.argv[1:]
+function = tf.saved_model.load(export).signatures[signature]
+with np.load(inputs_file, allow_pickle=False) as data:
+    inputs = {k: tf.constant(data[k]) for k in data.files}
+errors = {}
+try:
+    outputs = {k: v.numpy() for k, v in function(**inputs).items()}
+except Exception as e:
+    outputs = {}
+    errors["call"] = str(e)
+np.savez(out_file, **{k: (v.astype(str) if v.dtype == object else v) for k, v in outputs.items()})
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("deepmix_tf", "keras_hub",
+                                                              "keras_nlp", "keras_rs"))
+print(json.dumps({"errors": errors, "leaked": leaked}))
+"""
+
+
+def call_in_clean_process(tmp_path, export, signature, inputs):
+    """Calls one signature of an export in a fresh interpreter that imports TensorFlow only.
+
+    Args:
+        inputs: name -> numpy array (strings as bytes; a 0-d array for a scalar input).
+
+    Returns:
+        (outputs {name: numpy array}, {"errors": {"call": message} if the call failed,
+        "leaked": [our modules imported]}).
+    """
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = tmp_path / "signature_client.py"
+    script.write_text(_SIGNATURE_CLIENT)
+    result = subprocess.run([sys.executable, str(script), str(export), signature,
+                             str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    with np.load(tmp_path / "outputs.npz") as data:
+        return {k: data[k] for k in data.files}, report

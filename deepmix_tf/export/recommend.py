@@ -140,8 +140,8 @@ class Recommender(tf.Module):
         k = tf.convert_to_tensor(k, tf.int32)
         checks = [tf.debugging.assert_positive(k, message="k must be at least 1"),
                   tf.debugging.assert_less_equal(
-                      k, self.size, message=f"k must be at most the catalogue's {self.size} "
-                                            "items")]
+                      k, self.size, message=f"k must be at most {self.size}, the number of "
+                                            "items in the catalogue")]
         with tf.control_dependencies(checks):
             scores = self.scores(users)
         if exclude is not None:
@@ -277,3 +277,43 @@ def seen_items(user_ids, item_ids, users):
     for row, (a, b) in enumerate(zip(start, end)):
         out[row, :b - a] = item_ids[order[a:b]]
     return out
+
+
+def network_matmuls(network):
+    """The matrix products of one row through `network`: a list of ("MatMul", a shape,
+    b shape, transpose_a, transpose_b) and ("Einsum", equation, shapes...) with batch 1,
+    read from its traced graph (products inside nested functions are not seen)."""
+    specs = {name: tf.TensorSpec([1] + list(t.shape[1:]), t.dtype)
+             for name, t in network.input.items()}
+    graph = tf.function(lambda x: network(x, training=False)).get_concrete_function(
+        specs).graph
+    out = []
+    for op in graph.get_operations():
+        shapes = [tuple(t.shape.as_list()) for t in op.inputs]
+        if op.type == "MatMul":
+            out.append(("MatMul", *shapes, op.get_attr("transpose_a"),
+                        op.get_attr("transpose_b")))
+        elif op.type == "Einsum":
+            out.append(("Einsum", op.get_attr("equation").decode(), *shapes))
+        elif op.type.startswith("BatchMatMul"):
+            raise ValueError(f"{op.type} is not counted yet ({op.name})")
+    return out
+
+
+def multiply_adds(matmuls, rows=1):
+    """Multiply-adds of `network_matmuls`' products for `rows` rows (their batch
+    dimension of 1 becoming `rows`)."""
+    total = 0
+    for product in matmuls:
+        if product[0] == "MatMul":
+            _, a, b, ta, tb = product
+            m, k = a[::-1] if ta else a
+            n = b[0] if tb else b[1]
+            total += m * k * n
+        else:
+            _, equation, *shapes = product
+            sizes = {}
+            for labels, shape in zip(equation.split("->")[0].split(","), shapes):
+                sizes.update(zip(labels, shape))
+            total += int(np.prod(list(sizes.values())))
+    return total * rows

@@ -114,9 +114,12 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
                  "precision": precision}
         if recommender is not None:
             rec_inputs, rec_outputs = recommender.signature_rows(meta)
+            from deepmix_tf.export.recommend import network_matmuls
+
             about["recommend"] = {"signatures": list(recommender.endpoints()),
                                   "items": recommender.size, "inputs": rec_inputs,
-                                  "outputs": rec_outputs}
+                                  "outputs": rec_outputs,
+                                  "network_matmuls": network_matmuls(recommender.network)}
         with open(os.path.join(extra, "deepmix_signature.json"), "w") as f:
             json.dump(about, f, indent=1)
     return final

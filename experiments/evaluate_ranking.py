@@ -1,0 +1,78 @@
+"""Ranking metrics (HR@10, NDCG@10, Recall@20) of trained runs' recommendations, beside the
+popularity ranking, on a build's held-out users (`deepmix_tf.training.ranking`).
+
+    python -m experiments.evaluate_ranking \
+        --model_dir artifacts/models/deepmix-rating --model_dir artifacts/models/biases-rating
+
+writes results/ranking.json and the "ranking" section of results/README.md.
+"""
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("model_dir", None, "Run folders of experiments.train (one build).",
+                          required=True)
+flags.DEFINE_enum("split", "test", ["validation", "test"], "The held-out users.")
+flags.DEFINE_string("output", "results/ranking.json", "JSON of the metrics.")
+flags.DEFINE_string("readme", "results/README.md", "Markdown file whose ranking section is "
+                    "(re)written; empty: none.")
+
+BEGIN, END = "<!-- ranking: experiments.evaluate_ranking -->", "<!-- /ranking -->"
+
+
+def main(argv):
+    del argv
+    import json
+    import os
+
+    from deepmix_tf.files import write_json, write_text
+    from deepmix_tf.training import ranking
+
+    rows, builds = [], set()
+    for model_dir in FLAGS.model_dir:
+        with open(os.path.join(model_dir, "metrics.json")) as f:
+            run = json.load(f)
+        builds.add(run["build"]["dir"])
+        metrics = ranking.evaluate_run(model_dir, FLAGS.split)
+        rows.append({"model": run["model"], "model_dir": model_dir, **metrics})
+        print(rows[-1])
+    if len(builds) != 1:
+        raise SystemExit(f"the runs come from different builds: {sorted(builds)}")
+    dataset_dir = builds.pop()
+    from deepmix_tf.data import tfrecords
+
+    meta = tfrecords.read_metadata(dataset_dir)
+    rows.insert(0, {"model": "popularity", "model_dir": None,
+                    **ranking.popularity(dataset_dir, meta, FLAGS.split)})
+    command = "python -m experiments.evaluate_ranking " + " ".join(
+        f"--model_dir {d}" for d in FLAGS.model_dir) + (
+        f" --split {FLAGS.split}" if FLAGS.split != "test" else "")
+    out = {"dataset": meta["dataset"], "split": FLAGS.split, "command": command,
+           "relevant_at_least": meta["items"]["relevant_at_least"], "rows": rows}
+    write_json(FLAGS.output, out)
+    text = markdown(out)
+    print(text)
+    if FLAGS.readme:
+        old = open(FLAGS.readme).read() if os.path.exists(FLAGS.readme) else ""
+        section = f"{BEGIN}\n{text}{END}\n"
+        if BEGIN in old and END in old:
+            new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
+        else:
+            new = old.rstrip("\n") + "\n\n" + section
+        write_text(FLAGS.readme, new)
+
+
+def markdown(out):
+    lines = [f"### ranking ({out['dataset']}, {out['split']} users)", "",
+             f"Every item a user has no training example of is ranked; relevant: the user's "
+             f"{out['split']} ratings of at least {out['relevant_at_least']}. One run each "
+             f"(`{out['command']}`).", "",
+             "| model | users | HR@10 | NDCG@10 | Recall@20 |", "| --- | --- | --- | --- | --- |"]
+    for row in out["rows"]:
+        lines.append(f"| {row['model']} | {row['users']:,} | {row['hr@10']:.4f} | "
+                     f"{row['ndcg@10']:.4f} | {row['recall@20']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    app.run(main)
