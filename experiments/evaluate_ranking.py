@@ -17,7 +17,6 @@ flags.DEFINE_string("output", "results/ranking.json", "JSON of the metrics.")
 flags.DEFINE_string("readme", "results/README.md", "Markdown file whose ranking section is "
                     "(re)written; empty: none.")
 
-BEGIN, END = "<!-- ranking: experiments.evaluate_ranking -->", "<!-- /ranking -->"
 
 
 def main(argv):
@@ -50,28 +49,17 @@ def main(argv):
     out = {"dataset": meta["dataset"], "split": FLAGS.split, "command": command,
            "relevant_at_least": meta["items"]["relevant_at_least"], "rows": rows}
     write_json(FLAGS.output, out)
-    text = markdown(out)
+    text = ranking.markdown(out)
     print(text)
     if FLAGS.readme:
         old = open(FLAGS.readme).read() if os.path.exists(FLAGS.readme) else ""
-        section = f"{BEGIN}\n{text}{END}\n"
-        if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
+        begin, end = ranking.SECTION
+        section = f"{begin}\n{text}{end}\n"
+        if begin in old and end in old:
+            new = old[:old.index(begin)] + section + old[old.index(end) + len(end) + 1:]
         else:
             new = old.rstrip("\n") + "\n\n" + section
         write_text(FLAGS.readme, new)
-
-
-def markdown(out):
-    lines = [f"### ranking ({out['dataset']}, {out['split']} users)", "",
-             f"Every item a user has no training example of is ranked; relevant: the user's "
-             f"{out['split']} ratings of at least {out['relevant_at_least']}. One run each "
-             f"(`{out['command']}`).", "",
-             "| model | users | HR@10 | NDCG@10 | Recall@20 |", "| --- | --- | --- | --- | --- |"]
-    for row in out["rows"]:
-        lines.append(f"| {row['model']} | {row['users']:,} | {row['hr@10']:.4f} | "
-                     f"{row['ndcg@10']:.4f} | {row['recall@20']:.4f} |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

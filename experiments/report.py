@@ -41,6 +41,12 @@ def main(argv):
             f"{_loop_settings(speed)}; "
             f"`{speed.get('command', 'python -m experiments.benchmark_training --compare_deepctr')}`)."
             "\n")
+    ranking_file = os.path.join(FLAGS.output_dir, "ranking.json")
+    if os.path.exists(ranking_file):  # experiments.evaluate_ranking's table
+        from deepmix_tf.training.ranking import SECTION, markdown
+
+        with open(ranking_file) as f:
+            text += f"\n{SECTION[0]}\n{markdown(json.load(f))}{SECTION[1]}\n"
     text += "\n![test metrics](chart.png)\n"
     report.chart(summary, os.path.join(FLAGS.output_dir, "chart.png"))
     write_text(os.path.join(FLAGS.output_dir, "README.md"), text)

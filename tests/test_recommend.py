@@ -125,8 +125,9 @@ def test_excluded_items_are_left_out_and_padding_fills_an_exhausted_catalogue(ru
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k, message", [(31, "k must be at most 30, the number of items in the catalogue"),
-                                        (0, "k must be at least 1")])
+@pytest.mark.parametrize("k, message", [
+    (31, "k must be at most 30, the number of items in the catalogue"),
+    (0, "k must be at least 1")])
 def test_a_k_outside_the_catalogue_is_a_clear_error(run, tmp_path, k, message):
     features = _users(run, 1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):

@@ -92,9 +92,9 @@ class Recommender(tf.Module):
         ids = _column(catalogue[key].to_numpy(), self.key_dtype, [None])
         self.item_ids = tf.constant(ids)
         self.padding_id = tf.constant("" if self.key_dtype == tf.string else -1, self.key_dtype)
+        positions = tf.range(self.size, dtype=tf.int64)
         self.index = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(self.item_ids, tf.range(self.size, dtype=tf.int64)),
-            default_value=-1)
+            tf.lookup.KeyValueTensorInitializer(self.item_ids, positions), default_value=-1)
         # Item features, preprocessed once; the user inputs' values here are not used.
         raw = {s.name: tf.constant(_column(catalogue[s.name].to_numpy(), s.dtype, s.shape))
                for s in self.item_specs}
@@ -195,10 +195,11 @@ class Recommender(tf.Module):
         inputs.append((EXCLUDE, self.key_dtype.name, "(users, n)",
                        f"recommend_excluding only: {key}s not to recommend (already seen); "
                        "pad with an id outside the catalogue"))
+        score = (f"predicted {meta['task']['label']}" if self.task.type == "regression"
+                 else "probability")
         outputs = [("item_ids", self.key_dtype.name, "(users, k)",
                     f"the top-k {key}s, best first"),
-                   ("scores", "float32", "(users, k)", "their scores "
-                    f"({'predicted ' + meta['task']['label'] if self.task.type == 'regression' else 'probability'})")]
+                   ("scores", "float32", "(users, k)", f"their scores ({score})")]
         return inputs, outputs
 
 

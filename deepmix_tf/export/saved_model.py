@@ -61,8 +61,8 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
             effect with `experiments.benchmark_serving --evaluate`).
         catalogue: the build's item table (`tfrecords.load_catalogue`) or None. Given, the
             export also has the `recommend` and `recommend_excluding` signatures
-            (`export.recommend`), in float32 without XLA whatever `precision` and
-            `jit_compile` say.
+            (`export.recommend`), over the float32 network without XLA (`export_run` adds
+            them to plain exports only).
 
     Returns:
         The version folder written.
@@ -225,8 +225,9 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
     """Exports the trained run in `model_dir` (its `model.keras`, `metrics.json`, and the
     metadata of its TFRecord build), with warm-up requests made of the first validation
     examples of that build (`jit_compile`, `precision`: see `export`). `recommend`: "auto"
-    adds the `recommend` signatures when the build has an item catalogue and the task a
-    ranking score; True requires them; False leaves them out.
+    adds the `recommend` signatures when the build has an item catalogue, the task a
+    ranking score and the export is plain float32 without XLA (the others would carry a
+    second copy of the network); True requires them; False leaves them out.
 
     Returns:
         The version folder written.
@@ -245,7 +246,11 @@ def export_run(model_dir, export_dir, model_name=None, version=None, warmup_exam
                                                        warmup_examples)))
         warmup = {k: v.numpy() for k, v in features.items()}
     catalogue = None
-    if recommend is True or (recommend == "auto" and meta.get("items")
+    plain = precision == "float32" and not jit_compile
+    if recommend is True and not plain:
+        raise ValueError("the recommend signatures are exported in float32 without XLA only; "
+                         f"got precision={precision!r}, jit_compile={jit_compile}")
+    if recommend is True or (recommend == "auto" and plain and meta.get("items")
                              and meta["task"]["type"] in ("regression", "binary")):
         catalogue = tfrecords.load_catalogue(dataset_dir, meta)
     return export(model, meta, export_dir, model_name or f"deepmix_{run['task']}", version,

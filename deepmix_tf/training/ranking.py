@@ -15,6 +15,9 @@ from deepmix_tf.export import recommend as rec
 
 METRICS = ("hr@10", "ndcg@10", "recall@20")
 DEPTH = 20  # the deepest cut-off of METRICS
+# Marks around the ranking section of results/README.md (experiments.evaluate_ranking writes
+# it; experiments.report keeps it).
+SECTION = ("<!-- ranking: experiments.evaluate_ranking -->", "<!-- /ranking -->")
 
 
 def ranking_metrics(ranked, relevant):
@@ -109,3 +112,16 @@ def _first_examples(dataset_dir, meta, users, split):
     where = dict(zip(column[np.sort(first)].tolist(), np.sort(first).tolist()))
     index = np.asarray([where[u] for u in users.tolist()])
     return {name: value[index] for name, value in rows.items()}
+
+
+def markdown(out):
+    """The ranking table of `experiments.evaluate_ranking`'s JSON, as markdown."""
+    lines = [f"### ranking ({out['dataset']}, {out['split']} users)", "",
+             f"Every item a user has no training example of is ranked; relevant: the user's "
+             f"{out['split']} ratings of at least {out['relevant_at_least']}. One run each "
+             f"(`{out['command']}`).", "",
+             "| model | users | HR@10 | NDCG@10 | Recall@20 |", "| --- | --- | --- | --- | --- |"]
+    for row in out["rows"]:
+        lines.append(f"| {row['model']} | {row['users']:,} | {row['hr@10']:.4f} | "
+                     f"{row['ndcg@10']:.4f} | {row['recall@20']:.4f} |")
+    return "\n".join(lines) + "\n"
