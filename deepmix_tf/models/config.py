@@ -14,6 +14,7 @@ COMBINES = ("stacked", "parallel", "towers")
 LOSSES = ("mse", "mae", "huber")
 OPTIMIZERS = ("adam", "sgd")
 STREAMING = ("auto", "on", "off")
+AUTOFIS = ("off", "search", "on")
 # Training splits larger than this stream under `streaming="auto"`.
 STREAM_ABOVE = 5_000_000
 
@@ -64,6 +65,19 @@ class Config:
         optimizer: "adam", or "sgd": plain SGD whose embedding updates touch only the rows
             of the batch (`layers.embedding`; no L2 on the tables), for tables of millions
             of rows (the DLRM paper's optimizer).
+        autofis: AutoFIS's gated pairwise interactions of the field embeddings
+            (`layers.GatedInteraction`): "off"; "search" (every pair, or `autofis_pairs`,
+            gates trained by GRDA, the rest by Adam: `optimizers.GatedAdam`); "on" (the
+            pairs of `autofis_pairs`, or every pair, gates starting at `autofis_gates` or 1,
+            all trained by the configured optimizer). DeepMix, DCN-V2 and Deep Crossing get
+            the gated products beside their stacked features; DLRM gets them in place of
+            its dot interactions. `experiments.search_interactions` runs the search and
+            writes the retraining config.
+        autofis_pairs: list of [field, field] (feature names) or None (every pair of
+            embedded features).
+        autofis_gates: list of floats, one per pair, or None.
+        grda_c, grda_mu, grda_learning_rate: the gates' GRDA in the search (learning rate
+            None: `learning_rate`).
         streaming: how training reads the TFRecords: "off" (parse each split once into
             memory, then gather batches), "on" (stream the files every epoch, in bounded
             memory), "auto" (stream splits of more than 5,000,000 examples).
@@ -101,6 +115,12 @@ class Config:
     steps_per_execution: int = 1
     optimizer: str = "adam"
     streaming: str = "auto"
+    autofis: str = "off"
+    autofis_pairs: list = None
+    autofis_gates: list = None
+    grda_c: float = 0.005
+    grda_mu: float = 0.7
+    grda_learning_rate: float = None
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -117,6 +137,13 @@ class Config:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.streaming not in STREAMING:
             raise ValueError(f"streaming must be one of {STREAMING}, got {self.streaming!r}")
+        if self.autofis not in AUTOFIS:
+            raise ValueError(f"autofis must be one of {AUTOFIS}, got {self.autofis!r}")
+        if self.autofis != "off" and self.model == "biases":
+            raise ValueError("autofis needs a model with field embeddings, not 'biases'")
+        if self.autofis_gates is not None and (
+                self.autofis_pairs is None or len(self.autofis_gates) != len(self.autofis_pairs)):
+            raise ValueError("autofis_gates needs autofis_pairs, one gate per pair")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be a positive int, got "
                              f"{self.steps_per_execution!r}")

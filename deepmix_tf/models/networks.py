@@ -6,7 +6,8 @@ Each builder reads like its paper's diagram: embedding -> stacking -> interactio
 import keras
 import keras_rs
 
-from deepmix_tf.layers import CrossNetMix, DeepCrossingResidualUnit, ResidualBlock
+from deepmix_tf.layers import (CrossNetMix, DeepCrossingResidualUnit, GatedInteraction,
+                               ResidualBlock)
 from deepmix_tf.models.stacking import (embed, embedding_rows, l2_regularizer, mlp,
                                         model_inputs, stack)
 
@@ -80,23 +81,57 @@ def build_network(preprocessor, config, meta, task, tables=None):
     embeddings, dense = embed(inputs, meta, config, tables)
     if config.model == "biases":
         return _biases(inputs, meta, config, task)
+    gated = None
+    if config.autofis != "off":
+        names = embedded_names(inputs, meta)
+        if config.model == "dlrm" and dense is not None:
+            names = ["bottom"] + names  # DLRM's interactions include its bottom MLP's vector
+        gated = gated_interaction(names, config)
     if config.model == "dlrm":
-        x = _dlrm(embeddings, dense, config)
+        x = _dlrm(embeddings, dense, config, gated)
     else:
-        x = NETWORKS[config.model](inputs, stack(embeddings, dense), config)
+        x = stack(embeddings, dense)
+        if gated is not None:
+            x = keras.layers.Concatenate(name="stacking_with_interactions")([x, gated(embeddings)])
+        x = NETWORKS[config.model](inputs, x, config)
     return keras.Model(inputs, task.head(x), name=config.model)
 
 
-def _dlrm(embeddings, dense, config):
+def embedded_names(inputs, meta):
+    """The features `embed` makes a vector of, in its order."""
+    return [f["name"] for f in meta["features"]
+            if f["name"] in inputs and f["type"] in ("categorical", "multi_hot")]
+
+
+def gated_interaction(names, config):
+    """AutoFIS's layer over the vectors of `names`, for `config.autofis_pairs` (names) or
+    every pair."""
+    pairs = None
+    if config.autofis_pairs is not None:
+        position = {name: i for i, name in enumerate(names)}
+        unknown = sorted({n for pair in config.autofis_pairs for n in pair} - set(position))
+        if unknown:
+            raise ValueError(f"autofis_pairs name {unknown}, which have no vector here; "
+                             f"the vectors are {names}")
+        pairs = [sorted((position[a], position[b])) for a, b in config.autofis_pairs]
+        if any(i == j for i, j in pairs):
+            raise ValueError(f"autofis_pairs pair a field with itself: {config.autofis_pairs}")
+    return GatedInteraction(len(names), pairs=pairs, gate_values=config.autofis_gates,
+                            field_names=names, name="autofis")
+
+
+def _dlrm(embeddings, dense, config, gated=None):
     """DLRM (Naumov et al., 2019): bottom MLP on dense features, pairwise dot products of
-    all feature vectors, then a top MLP."""
+    all feature vectors, then a top MLP. `gated`: AutoFIS's gated products instead of the
+    plain ones."""
     vectors = list(embeddings)
     if dense is not None:
         bottom = mlp(dense, config.bottom_units[:-1], config.replace(dropout=0.0), "bottom")
         bottom = keras.layers.Dense(config.embedding_dim, activation=config.activation,
                                     name="bottom_out")(bottom)
         vectors = [bottom] + vectors
-    interactions = keras_rs.layers.DotInteraction(name="dot_interaction")(vectors)
+    interactions = (gated(vectors) if gated is not None
+                    else keras_rs.layers.DotInteraction(name="dot_interaction")(vectors))
     x = keras.layers.Concatenate(name="top_input")([vectors[0], interactions])
     return mlp(x, config.head_units, config, "top")
 

@@ -22,6 +22,7 @@ from deepmix_tf.data import locate, tfrecords
 from deepmix_tf.data.spec import load_spec
 from deepmix_tf.files import write_json
 from deepmix_tf.layers.embedding import SparseSGD
+from deepmix_tf.optimizers import GatedAdam
 from deepmix_tf.models import build_model, load_tables
 # Re-exported: callers build a run's configuration from here.
 from deepmix_tf.models.config import STREAM_ABOVE, Config, default_config  # noqa: F401
@@ -188,7 +189,14 @@ def train(config, data_dir=None, tfrecord_dir="artifacts/tfrecords",
 
 
 def make_optimizer(config):
-    """The configured optimizer (`Config.optimizer`)."""
+    """The configured optimizer (`Config.optimizer`); AutoFIS's search gives its gates to
+    GRDA (`optimizers.GatedAdam`)."""
+    if config.autofis == "search":
+        if config.optimizer != "adam":
+            raise ValueError("autofis='search' trains with Adam beside the gates' GRDA; "
+                             f"got optimizer={config.optimizer!r}")
+        return GatedAdam(config.learning_rate, gate_learning_rate=config.grda_learning_rate,
+                         c=config.grda_c, mu=config.grda_mu)
     if config.optimizer == "sgd":
         return SparseSGD(config.learning_rate)
     return keras.optimizers.Adam(config.learning_rate)
