@@ -55,18 +55,8 @@ def main(argv):
     batch = {k: features[k] for k in names}
     single = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(64)]
 
-    def latency(function):
-        for request in single[:20]:
-            function(**request)
-        latencies = []
-        for i in range(FLAGS.requests):
-            start = time.perf_counter()
-            function(**single[i % len(single)])
-            latencies.append(time.perf_counter() - start)
-        return np.percentile(np.array(latencies) * 1000, [50, 99])
-
-    p50, p99 = latency(serve)
-    floor50, floor99 = latency(_trivial_signature(serve))
+    p50, p99 = _latency_ms(serve, single)
+    floor50, floor99 = _latency_ms(_trivial_signature(serve), single)
     for _ in range(3):
         serve(**batch)
     start = time.perf_counter()
@@ -103,6 +93,19 @@ def _evaluate(serve, signature, names):
     return task.score_serving(np.concatenate(labels), outputs, signature["decision"])
 
 
+def _latency_ms(function, requests):
+    """(p50, p99) in ms of --requests calls of `function`, cycling through `requests` (dicts
+    of inputs), after 20 warm-up calls."""
+    for request in requests[:20]:
+        function(**request)
+    latencies = []
+    for i in range(FLAGS.requests):
+        start = time.perf_counter()
+        function(**requests[i % len(requests)])
+        latencies.append(time.perf_counter() - start)
+    return np.percentile(np.array(latencies) * 1000, [50, 99])
+
+
 def _recommend(signature):
     """Latency and throughput of `recommend_excluding`, beside its floor."""
     import tensorflow as tf
@@ -130,15 +133,7 @@ def _recommend(signature):
         return {**{n: tf.constant(rows[n][first][part]) for n in names}, "k": k,
                 "exclude": tf.constant(exclude[part])}
 
-    single = [request(slice(i, i + 1)) for i in range(64)]
-    for r in single[:10]:
-        serve(**r)
-    latencies = []
-    for i in range(FLAGS.requests):
-        start = time.perf_counter()
-        serve(**single[i % len(single)])
-        latencies.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+    p50, p99 = _latency_ms(serve, [request(slice(i, i + 1)) for i in range(64)])
     batch = request(slice(0, FLAGS.users_batch))
     serve(**batch)
     start = time.perf_counter()

@@ -27,22 +27,23 @@ def main(argv):
     from deepmix_tf.files import write_json, write_text
     from deepmix_tf.training import ranking
 
-    rows, builds = [], set()
+    from deepmix_tf.data import tfrecords
+
+    runs = {}
     for model_dir in FLAGS.model_dir:
         with open(os.path.join(model_dir, "metrics.json")) as f:
-            run = json.load(f)
-        builds.add(run["build"]["dir"])
-        metrics = ranking.evaluate_run(model_dir, FLAGS.split)
-        rows.append({"model": run["model"], "model_dir": model_dir, **metrics})
-        print(rows[-1])
+            runs[model_dir] = json.load(f)
+    builds = {run["build"]["dir"] for run in runs.values()}
     if len(builds) != 1:
         raise SystemExit(f"the runs come from different builds: {sorted(builds)}")
     dataset_dir = builds.pop()
-    from deepmix_tf.data import tfrecords
-
     meta = tfrecords.read_metadata(dataset_dir)
-    rows.insert(0, {"model": "popularity", "model_dir": None,
-                    **ranking.popularity(dataset_dir, meta, FLAGS.split)})
+    held = ranking.HeldOut(dataset_dir, meta, FLAGS.split)  # read once for every row
+    rows = [{"model": "popularity", "model_dir": None, **ranking.popularity(held)}]
+    for model_dir, run in runs.items():
+        rows.append({"model": run["model"], "model_dir": model_dir,
+                     **ranking.evaluate_run(model_dir, held)})
+        print(rows[-1])
     command = "python -m experiments.evaluate_ranking " + " ".join(
         f"--model_dir {d}" for d in FLAGS.model_dir) + (
         f" --split {FLAGS.split}" if FLAGS.split != "test" else "")

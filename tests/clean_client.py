@@ -50,12 +50,18 @@ def serve_in_clean_process(tmp_path, export, features, wrong_dtype_input):
     Returns:
         (outputs {name: numpy array}, {"errors": {...}, "leaked": [our modules imported]}).
     """
-    np.savez(tmp_path / "features.npz", **features)
+    return _run_client(tmp_path, _CLIENT, export, features, [wrong_dtype_input])
+
+
+def _run_client(tmp_path, source, export, inputs, extra_args=()):
+    """Runs a client script `source` as `client export inputs.npz out.npz *extra_args` in a
+    fresh interpreter; returns (its outputs npz as a dict, its last stdout line as JSON)."""
+    np.savez(tmp_path / "inputs.npz", **inputs)
     script = tmp_path / "client.py"
-    script.write_text(_CLIENT)
+    script.write_text(source)
     result = subprocess.run([sys.executable, str(script), str(export),
-                             str(tmp_path / "features.npz"), str(tmp_path / "out.npz"),
-                             wrong_dtype_input], capture_output=True, text=True, timeout=300,
+                             str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz"),
+                             *extra_args], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -67,7 +73,7 @@ _SIGNATURE_CLIENT = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
-export, signature, inputs_file, out_file = sys.argv[1:]
+export, inputs_file, out_file, signature = sys.argv[1:]
 function = tf.saved_model.load(export).signatures[signature]
 with np.load(inputs_file, allow_pickle=False) as data:
     inputs = {k: tf.constant(data[k]) for k in data.files}
@@ -94,14 +100,4 @@ def call_in_clean_process(tmp_path, export, signature, inputs):
         (outputs {name: numpy array}, {"errors": {"call": message} if the call failed,
         "leaked": [our modules imported]}).
     """
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    script = tmp_path / "signature_client.py"
-    script.write_text(_SIGNATURE_CLIENT)
-    result = subprocess.run([sys.executable, str(script), str(export), signature,
-                             str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    with np.load(tmp_path / "outputs.npz") as data:
-        return {k: data[k] for k in data.files}, report
+    return _run_client(tmp_path, _SIGNATURE_CLIENT, export, inputs, [signature])

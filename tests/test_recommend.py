@@ -160,8 +160,10 @@ def test_the_command_line_skips_what_the_user_rated_in_training(run):
 def test_ranking_evaluation_scores_every_test_user_with_a_relevant_item(run):
     users, labels = rec.interactions(run["dataset_dir"], run["meta"], "test")[::2]
     wanted = len(set(users[labels >= 4].tolist()))
+    held = ranking.HeldOut(run["dataset_dir"], run["meta"])
     for metrics in (ranking.evaluate_run(str(run["model_dir"]), log=None),
-                    ranking.popularity(run["dataset_dir"], run["meta"])):
+                    ranking.evaluate_run(str(run["model_dir"]), held, log=None),
+                    ranking.popularity(held)):
         assert metrics["users"] == wanted
         assert all(0 <= metrics[m] <= 1 for m in ranking.METRICS)
 

@@ -3,7 +3,6 @@
 config that retrains with only those (`autofis="on"`, their gates as starting weights).
 """
 
-import json
 import os
 
 import numpy as np
@@ -85,7 +84,3 @@ def write_search(model_dir, model, config):
         retrain_config(config, pairs).to_json(os.path.join(model_dir, "retrain_config.json"))
     return pairs
 
-
-def load_search(model_dir):
-    with open(os.path.join(model_dir, "interactions.json")) as f:
-        return json.load(f)

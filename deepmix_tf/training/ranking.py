@@ -47,52 +47,70 @@ def ranking_metrics(ranked, relevant):
             "recall@20": float(np.mean(recall)), "users": len(hr)}
 
 
-def held_out(dataset_dir, meta, split):
-    """(users in order of first appearance, {user: set of relevant items}) of a split."""
-    users, items, labels = rec.interactions(dataset_dir, meta, split)
-    threshold = meta["items"]["relevant_at_least"]
-    relevant = {}
-    for user, item, label in zip(users.tolist(), items.tolist(), labels.tolist()):
-        wanted = relevant.setdefault(user, set())
-        if label >= threshold:
-            wanted.add(item)
-    return np.asarray(list(relevant), users.dtype), relevant
+class HeldOut:
+    """What ranking evaluation reads from a build, read once: the held-out users (in order
+    of first appearance), their relevant items and raw features (from their first example),
+    and the training split's (user, item) pairs."""
+
+    def __init__(self, dataset_dir, meta, split="test"):
+        from deepmix_tf.data import tfrecords
+
+        self.dataset_dir, self.meta, self.split = dataset_dir, meta, split
+        rows = tfrecords.read_examples(dataset_dir, split)
+        column = rows[meta["items"]["user"]]
+        items, labels = rows[meta["items"]["key"]], rows[meta["label"]["name"]]
+        threshold = meta["items"]["relevant_at_least"]
+        relevant = {}
+        for user, item, label in zip(column.tolist(), items.tolist(), labels.tolist()):
+            wanted = relevant.setdefault(user, set())
+            if label >= threshold:
+                wanted.add(item)
+        self.users = np.asarray(list(relevant), column.dtype)
+        self.relevant = [relevant[u] for u in self.users.tolist()]
+        _, first = np.unique(column, return_index=True)
+        where = dict(zip(column[first].tolist(), first.tolist()))
+        index = np.asarray([where[u] for u in self.users.tolist()])
+        self.features = {name: value[index] for name, value in rows.items()}
+        self.train_users, self.train_items, _ = rec.interactions(dataset_dir, meta, "train")
 
 
-def popularity(dataset_dir, meta, split="test"):
+def popularity(held):
     """METRICS of ranking items by their number of training examples (ties: catalogue
     order), without each user's training items."""
     from deepmix_tf.data import tfrecords
 
-    catalogue = tfrecords.load_catalogue(dataset_dir, meta)[meta["items"]["key"]].to_numpy()
-    train_users, train_items, _ = rec.interactions(dataset_dir, meta, "train")
-    counts = dict(zip(*np.unique(train_items, return_counts=True)))
+    meta = held.meta
+    key = meta["items"]["key"]
+    catalogue = tfrecords.load_catalogue(held.dataset_dir, meta)[key].to_numpy()
+    counts = dict(zip(*np.unique(held.train_items, return_counts=True)))
     order = catalogue[np.argsort([-counts.get(i, 0) for i in catalogue], kind="stable")]
-    users, relevant = held_out(dataset_dir, meta, split)
-    seen = _seen_sets(train_users, train_items)
+    seen = _seen_sets(held.train_users, held.train_items)
     ranked = []
-    for user in users.tolist():
+    for user in held.users.tolist():
         skip = seen.get(user, set())
         ranked.append([i for i in order[:DEPTH + len(skip)].tolist() if i not in skip][:DEPTH])
-    return ranking_metrics(ranked, [relevant[u] for u in users.tolist()])
+    return ranking_metrics(ranked, held.relevant)
 
 
-def evaluate_run(model_dir, split="test", batch_size=64, log=print):
-    """METRICS of a trained run's recommendations (its `Recommender`)."""
+def evaluate_run(model_dir, held=None, split="test", batch_size=64, log=print):
+    """METRICS of a trained run's recommendations (its `Recommender`); `held`: a `HeldOut`
+    of the run's build (None: read here)."""
     recommender, dataset_dir, meta = rec.load_run(model_dir)
-    users, relevant = held_out(dataset_dir, meta, split)
-    train_users, train_items, _ = rec.interactions(dataset_dir, meta, "train")
-    features = _first_examples(dataset_dir, meta, users, split)
+    held = held or HeldOut(dataset_dir, meta, split)
+    # Every user's training items at once: one sort of the training split, not one a batch.
+    exclude = rec.seen_items(held.train_users, held.train_items, held.users)
+    pad = b"" if exclude.dtype == object else -1  # seen_items' padding
     ranked = []
-    for start in range(0, len(users), batch_size):
+    for start in range(0, len(held.users), batch_size):
         part = slice(start, start + batch_size)
-        exclude = rec.seen_items(train_users, train_items, users[part])
-        ids, _ = recommender.recommend({k: v[part] for k, v in features.items()}, DEPTH,
-                                       exclude)
+        width = max(1, int((exclude[part] != pad).sum(axis=1).max()))
+        ids, _ = recommender.recommend({k: v[part] for k, v in held.features.items()}, DEPTH,
+                                       exclude[part, :width])
         ranked.extend(ids.tolist())
         if log and (start // batch_size) % 20 == 0:
-            log(f"{model_dir}: {min(start + batch_size, len(users)):,}/{len(users):,} users")
-    return ranking_metrics(ranked, [relevant[u] for u in users.tolist()])
+            log(f"{model_dir}: {min(start + batch_size, len(held.users)):,}/"
+                f"{len(held.users):,} users")
+    return ranking_metrics(ranked, held.relevant)
 
 
 def _seen_sets(users, items):
@@ -100,18 +118,6 @@ def _seen_sets(users, items):
     for user, item in zip(users.tolist(), items.tolist()):
         seen.setdefault(user, set()).add(item)
     return seen
-
-
-def _first_examples(dataset_dir, meta, users, split):
-    """Each user's raw features, from their first example of the split."""
-    from deepmix_tf.data import tfrecords
-
-    rows = tfrecords.read_examples(dataset_dir, split)
-    column = rows[meta["items"]["user"]]
-    _, first = np.unique(column, return_index=True)
-    where = dict(zip(column[np.sort(first)].tolist(), np.sort(first).tolist()))
-    index = np.asarray([where[u] for u in users.tolist()])
-    return {name: value[index] for name, value in rows.items()}
 
 
 def markdown(out):
