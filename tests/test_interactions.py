@@ -1,4 +1,6 @@
-"""AutoFIS: the GRDA optimizer, the gated interaction layer, the search and the retrain."""
+"""Interaction searches. AutoFIS: the GRDA optimizer, the gated interaction layer, the
+search and the retrain. AutoGroup: the Gumbel-softmax relaxation, the feature-set layer, the
+search on a held-out slice and the retrain."""
 
 import json
 
@@ -8,10 +10,11 @@ import pytest
 
 from deepmix_tf.data import generate as gen
 from deepmix_tf.data import tfrecords
-from deepmix_tf.layers import GatedInteraction
+from deepmix_tf.layers import AutoGroup, GatedInteraction
+from deepmix_tf.layers.gumbel import gumbel_softmax
 from deepmix_tf.models import Config, build_model
 from deepmix_tf.optimizers import GRDA, GatedAdam
-from deepmix_tf.training import interactions, trainer
+from deepmix_tf.training import architecture, interactions, trainer
 
 
 def _toy_regression(seed=0, n=4000):
@@ -145,9 +148,15 @@ def test_the_retrain_config_keeps_the_non_zero_gates():
         interactions.retrain_config(Config(), [pairs[1]])
 
 
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """The 200,000-row planted build both searches are checked on."""
+    return _meta(tmp_path_factory.mktemp("planted"), rows=200_000)
+
+
 @pytest.mark.slow
-def test_autofis_keeps_the_planted_pairs_and_drops_most_others(tmp_path):
-    spec, build = _meta(tmp_path, rows=200_000)
+def test_autofis_keeps_the_planted_pairs_and_drops_most_others(planted, tmp_path):
+    spec, build = planted
     config = trainer.default_config(spec, "dlrm", autofis="search", epochs=6, grda_c=0.2,
                                     grda_learning_rate=0.1)
     trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "search"),
@@ -161,3 +170,185 @@ def test_autofis_keeps_the_planted_pairs_and_drops_most_others(tmp_path):
     assert (tmp_path / "search" / "interactions.png").stat().st_size > 0
     retrain = Config.from_json(str(tmp_path / "search" / "retrain_config.json"))
     assert sorted(map(tuple, retrain.autofis_pairs)) == sorted(kept)
+
+
+# ------------------------------------------------------------------------------ AutoGroup
+
+
+def test_gumbel_softmax_samples_approach_one_hot_draws_of_the_softmax():
+    logits = keras.ops.convert_to_tensor(np.log([[0.6, 0.3, 0.1]] * 20_000).astype("float32"))
+    cold = np.asarray(gumbel_softmax(logits, 0.01, seed=1))
+    np.testing.assert_allclose(cold.sum(-1), 1.0, rtol=1e-5)
+    assert (cold.max(-1) > 0.9).mean() > 0.95  # nearly one-hot
+    np.testing.assert_allclose(np.bincount(cold.argmax(-1)) / len(cold), [0.6, 0.3, 0.1],
+                               atol=0.015)
+    hot = np.asarray(gumbel_softmax(logits, 100.0, seed=1))
+    np.testing.assert_allclose(hot, 1 / 3, atol=0.05)  # nearly uniform
+    variable = keras.Variable(np.zeros((4, 2), "float32"))
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(gumbel_softmax(variable.value, 0.5, seed=0)[:, 1])
+    assert np.abs(tape.gradient(y, variable.value).numpy()).min() > 0
+
+
+def test_the_temperature_anneals_geometrically_from_start_to_end():
+    steps = [architecture.temperature(e, 5, 1.0, 0.0625) for e in range(5)]
+    np.testing.assert_allclose(steps, [1.0, 0.5, 0.25, 0.125, 0.0625])
+    assert architecture.temperature(9, 5, 1.0, 0.0625) == pytest.approx(0.0625)
+    assert architecture.temperature(0, 1, 2.0, 0.1) == 2.0
+
+
+def test_auto_group_computes_each_orders_interactions_within_its_sets():
+    e = _fields(batch=6, fields=4, dim=3)
+    groups = {1: [[0], [1, 2]], 2: [[0, 1, 3], [2, 3]], 3: [[0, 1, 2]]}
+    layer = AutoGroup(4, groups=groups, batch_norm=False)
+    out = np.asarray(layer(e))
+    assert out.shape == (6, 2 * 3 + 2 + 1) and layer.feature_sets() == groups
+    np.testing.assert_allclose(out[:, :3], e[0], rtol=1e-5)
+    np.testing.assert_allclose(out[:, 3:6], e[1] + e[2], rtol=1e-5)
+    pairs = sum(2 * (e[i] * e[j]).sum(1) for i, j in [(0, 1), (0, 3), (1, 3)])
+    np.testing.assert_allclose(out[:, 6], pairs, rtol=1e-4)
+    np.testing.assert_allclose(out[:, 7], 2 * (e[2] * e[3]).sum(1), rtol=1e-4)
+    cube = ((e[0] + e[1] + e[2]) ** 3 - e[0] ** 3 - e[1] ** 3 - e[2] ** 3).sum(1)
+    np.testing.assert_allclose(out[:, 8], cube, rtol=1e-4, atol=1e-4)
+    # Learned weights scale each field inside each set.
+    layer.field_weights[1].assign(np.full((4, 2), 0.5, "float32"))
+    np.testing.assert_allclose(np.asarray(layer(e))[:, 7], 0.5 * (e[2] * e[3]).sum(1),
+                               rtol=1e-4)
+    for bad in ({2: [[0, 0]]}, {2: [[]]}, {2: [[4]]}):
+        with pytest.raises(ValueError, match="groups must"):
+            AutoGroup(4, groups=bad)
+
+
+def test_a_searching_auto_group_samples_relaxed_sets_and_infers_with_hard_ones():
+    e = _fields(batch=8, fields=5, dim=4)
+    layer = AutoGroup(5, orders=[2, 3], sets=2, batch_norm=False, seed=3)
+    layer(e)
+    assert [tuple(v.shape) for v in layer.structure] == [(5, 2, 2), (5, 2, 2)]
+    assert not any(v.trainable for v in layer.structure)  # fit's optimizer leaves them
+    first, second = np.asarray(layer(e, training=True)), np.asarray(layer(e, training=True))
+    assert not np.allclose(first, second)  # fresh Gumbel noise each call
+    # Inference takes each field's argmax (in where logit_in > logit_out).
+    groups = {2: [[0, 1], [2, 3, 4]], 3: [[1, 3], [0, 4]]}
+    for p, logits in zip(layer.orders, layer.structure):
+        inside = np.zeros((5, 2), "float32")
+        for j, members in enumerate(groups[p]):
+            inside[members, j] = 1.0
+        logits.assign(np.stack([1 - inside, inside], -1) * 0.3 + 0.1)
+    assert layer.feature_sets() == groups
+    fixed = AutoGroup(5, groups=groups, batch_norm=False)
+    np.testing.assert_allclose(np.asarray(layer(e)), np.asarray(fixed(e)), rtol=1e-5)
+
+
+def _group_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = [keras.Input((3,)) for _ in range(4)]
+    group = AutoGroup(4, orders=[2], sets=2, seed=seed, name="autogroup")
+    return keras.Model(inputs, keras.layers.Dense(1)(group(inputs))), group
+
+
+def _batches(n, seed):
+    e = _fields(n, 4, seed=seed)
+    return e, (e[0] * e[1]).sum(1)
+
+
+def test_the_architecture_search_moves_only_the_structure_on_held_out_batches():
+    import tensorflow as tf
+
+    model, group = _group_model()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    x, y = _batches(256, seed=1)
+    held_x, held_y = _batches(64, seed=2)
+    held = tf.data.Dataset.from_tensor_slices((tuple(held_x), held_y)).batch(16).repeat()
+    search = architecture.ArchitectureSearch(held, "mse", learning_rate=0.05, epochs=3,
+                                             temperatures=(1.0, 0.25), warmup_epochs=1)
+    seen = []
+    structure = group.structure[0].numpy().copy()
+    dense = model.layers[-1].kernel.numpy().copy()
+    watch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        (float(group.temperature.numpy()), group.structure[0].numpy().copy())))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[search, watch])
+    assert [t for t, _ in seen] == pytest.approx([1.0, 0.5, 0.25])  # annealed per epoch
+    np.testing.assert_array_equal(seen[0][1], structure)  # the warm-up epoch left it
+    assert np.abs(seen[2][1] - structure).max() > 1e-3  # then held-out steps moved it
+    assert search.steps == 2 * 8  # one per training step after the warm-up
+    assert np.abs(model.layers[-1].kernel.numpy() - dense).max() > 0  # fit trains the rest
+    # fit's optimizer never updates the structure: with no search, it stays put.
+    model, group = _group_model()
+    structure = group.structure[0].numpy().copy()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    np.testing.assert_array_equal(group.structure[0].numpy(), structure)
+
+
+def test_the_trainer_searches_on_a_held_out_slice_of_the_training_split(tmp_path):
+    spec, build = _meta(tmp_path, rows=3_000)
+    config = trainer.default_config(spec, "dlrm", autogroup="search", epochs=2,
+                                    batch_size=256, holdout_every=4, patience=5)
+    metrics = trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "search"),
+                            log=lambda _: None, verbose=0)
+    # One held-out step per training step after the warm-up epoch; the training steps
+    # cover the rest of the training split only.
+    rest = len(tfrecords.read_examples(build, "train", part="rest", holdout_every=4)["cat_0"])
+    assert metrics["architecture_search"] == {"holdout_every": 4, "steps": -(-rest // 256)}
+    model = keras.saving.load_model(tmp_path / "search" / "model.keras")
+    groups = interactions.write_group_search(str(tmp_path / "search"), model, config)
+    assert [(g["order"], g["set"]) for g in groups] == [(p, j) for p in (2, 3)
+                                                        for j in range(4)]
+    assert set(groups[0]["probabilities"]) == {f"cat_{i}" for i in range(8)}
+    assert json.loads((tmp_path / "search" / "feature_sets.json").read_text())["sets"] == groups
+
+
+def test_the_group_retrain_keeps_exactly_the_chosen_sets_and_round_trips(tmp_path):
+    spec, build = _meta(tmp_path, rows=2_000)
+    meta = tfrecords.read_metadata(build)
+    sets = [{"order": 2, "set": 0, "fields": ["cat_0", "cat_1"]},
+            {"order": 2, "set": 1, "fields": []},
+            {"order": 3, "set": 0, "fields": ["cat_2", "cat_3", "cat_6"]}]
+    config = interactions.group_retrain_config(
+        Config(dataset=spec, model="deepmix", embedding_dim=4, autogroup="search"), sets)
+    assert config.autogroup == "on"
+    assert config.autogroup_groups == {"2": [["cat_0", "cat_1"]], "3": [["cat_2", "cat_3",
+                                                                          "cat_6"]]}
+    config = Config.from_json(_saved(config, tmp_path))  # JSON keys are strings
+    _, _, full = build_model(config, meta)
+    layer = interactions.find_layer(full, "autogroup", AutoGroup)
+    assert layer.feature_sets() == {2: [[0, 1]], 3: [[2, 3, 6]]}
+    assert [g["fields"] for g in interactions.searched_groups(full)] == [
+        ["cat_0", "cat_1"], ["cat_2", "cat_3", "cat_6"]]
+    features = {k: v[:32] for k, v in tfrecords.read_examples(build, "test").items()
+                if k in full.input}
+    full.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(full(features)),
+                               atol=1e-6)
+    assert interactions.find_layer(loaded, "autogroup", AutoGroup).feature_sets() == {
+        2: [[0, 1]], 3: [[2, 3, 6]]}
+    with pytest.raises(ValueError, match="every feature set empty"):
+        interactions.group_retrain_config(config, [sets[1]])
+    with pytest.raises(ValueError, match="turn one off"):
+        config.replace(autofis="search")
+
+
+def _saved(config, tmp_path):
+    path = str(tmp_path / "config.json")
+    config.to_json(path)
+    return path
+
+
+@pytest.mark.slow
+def test_autogroup_puts_each_planted_pair_in_a_set_of_its_own(planted, tmp_path):
+    spec, build = planted
+    config = trainer.default_config(spec, "dlrm", autogroup="search", epochs=6)
+    trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "search"),
+                  log=lambda _: None, verbose=0)
+    model = keras.saving.load_model(tmp_path / "search" / "model.keras")
+    groups = interactions.write_group_search(str(tmp_path / "search"), model, config)
+    sets = [set(g["fields"]) for g in groups]
+    noise = {f"cat_{i}" for i in range(4, 8)}
+    for pair in ({"cat_0", "cat_1"}, {"cat_2", "cat_3"}):
+        assert any(pair <= s and not s & noise for s in sets), sets
+    assert (tmp_path / "search" / "feature_sets.png").stat().st_size > 0
+    retrain = Config.from_json(str(tmp_path / "search" / "retrain_config.json"))
+    assert sorted(map(sorted, (s for sets_ in retrain.autogroup_groups.values()
+                               for s in sets_))) == sorted(sorted(s) for s in sets if s)

@@ -626,6 +626,25 @@ def test_dataset_shuffle_is_seeded_and_complete(built):
         assert first != sorted(first)
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_held_out_slice_and_the_rest_partition_the_split(built, in_memory):
+    def pairs(part, shuffle=False, seed=0, in_memory=in_memory):
+        ds = tfrecords.make_dataset(built[RATING], "train", 7, shuffle=shuffle, seed=seed,
+                                    in_memory=in_memory, part=part, holdout_every=3)
+        return [pair for f, _ in ds.as_numpy_iterator()
+                for pair in zip(f["user_id"].tolist(), f["movie_id"].tolist())]
+
+    held, rest = pairs("held"), pairs("rest")
+    assert sorted(held + rest) == sorted(pairs(None)) and not set(held) & set(rest)
+    assert 0 < len(held) < len(rest)
+    # The same slice whatever the shuffle, streaming or not: architecture weights never
+    # see the rest.
+    assert sorted(pairs("held", shuffle=True, seed=5)) == sorted(held)
+    assert sorted(pairs("held", in_memory=not in_memory)) == sorted(held)
+    with pytest.raises(ValueError, match="holdout_every"):
+        tfrecords.make_dataset(built[RATING], "train", 7, part="held", holdout_every=1)
+
+
 def test_in_memory_reshuffles_each_epoch(built):
     ds = tfrecords.make_dataset(built[RATING], "train", 1000, shuffle=True, in_memory=True)
     epochs = [next(iter(ds))[0]["user_id"].numpy().tolist() for _ in range(2)]

@@ -461,7 +461,8 @@ def _files(dataset_dir, meta, split, input_context):
 
 def make_dataset(dataset_dir, split, batch_size, *, shuffle=False, seed=0, repeat=False,
                  deterministic=True, cache=False, in_memory=False, drop_remainder=False,
-                 input_context=None, transform=None, shuffle_rows=100_000):
+                 input_context=None, transform=None, shuffle_rows=100_000, part=None,
+                 holdout_every=10):
     """A `tf.data.Dataset` of `(features, label)` batches read from a build's TFRecords.
 
     Streaming (the default): files are interleaved, each record (a block of rows) parsed
@@ -489,15 +490,26 @@ def make_dataset(dataset_dir, split, batch_size, *, shuffle=False, seed=0, repea
             preprocessing model). With `in_memory` it runs once over the whole split,
             otherwise on every batch.
         shuffle_rows: int. Rows in the block shuffle buffer when streaming.
+        part: None (the whole split), "held" or "rest": a held-out slice of the split and
+            the rest of it, for searches whose architecture weights must not train on the
+            batches of the ordinary weights nor see the validation split. The slice is every
+            `holdout_every`-th row of each file, the same rows every epoch, streaming or
+            in memory.
+        holdout_every: int >= 2. See `part`.
 
     Returns:
         A dataset of `(features dict of name -> tensor (batch, ...), label)`, prefetched.
     """
     meta = read_metadata(dataset_dir)
     _check_format(dataset_dir, meta)
+    if part not in (None, "held", "rest"):
+        raise ValueError(f"part must be None, 'held' or 'rest', got {part!r}")
+    if part is not None and not (isinstance(holdout_every, int) and holdout_every >= 2):
+        raise ValueError(f"holdout_every must be an int >= 2, got {holdout_every!r}")
     if in_memory:
         return _in_memory_dataset(dataset_dir, split, batch_size, shuffle, seed, repeat,
-                                  drop_remainder, input_context, transform)
+                                  drop_remainder, input_context, transform, part,
+                                  holdout_every)
     files = _files(dataset_dir, meta, split, input_context)
     compression = meta["compression"]
     block_rows = meta["block_rows"]
@@ -505,12 +517,12 @@ def make_dataset(dataset_dir, split, batch_size, *, shuffle=False, seed=0, repea
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    records, parse = _records_and_parser(meta, compression, part, holdout_every)
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        records,
         cycle_length=max(1, min(len(files), 8)) if shuffle else 1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.map(lambda r: blocks.parse_block(r, meta["columns"], meta["label"]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if cache:
         ds = ds.cache()
     if shuffle:
@@ -547,8 +559,9 @@ def _shuffle_rows(ds, seed):
 
 
 def _in_memory_dataset(dataset_dir, split, batch_size, shuffle, seed, repeat,
-                       drop_remainder, input_context, transform):
-    arrays = read_examples(dataset_dir, split, input_context=input_context)
+                       drop_remainder, input_context, transform, part=None, holdout_every=10):
+    arrays = read_examples(dataset_dir, split, input_context=input_context, part=part,
+                           holdout_every=holdout_every)
     label = read_metadata(dataset_dir)["label"]["name"]
     labels = tf.constant(arrays.pop(label))
     features = {name: tf.constant(value) for name, value in arrays.items()}
@@ -582,14 +595,38 @@ def _in_memory_dataset(dataset_dir, split, batch_size, shuffle, seed, repeat,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def read_examples(dataset_dir, split, input_context=None):
-    """All examples of a split as numpy arrays in file order (for tests and small splits)."""
+def _records_and_parser(meta, compression, part, holdout_every):
+    """(file -> records dataset, parser of its elements into row blocks); with `part`, the
+    records are numbered per file and the parser keeps the rows of that part (see
+    `make_dataset`)."""
+
+    def parse(record):
+        return blocks.parse_block(record, meta["columns"], meta["label"])
+
+    if part is None:
+        return (lambda f: tf.data.TFRecordDataset(f, compression_type=compression)), parse
+    block_rows = meta["block_rows"]
+
+    def parse_part(index, record):
+        block = parse(record)
+        rows = tf.shape(next(iter(block.values())))[0]
+        offset = index * block_rows + tf.range(rows, dtype=tf.int64)
+        keep = tf.equal(offset % holdout_every == 0, part == "held")
+        return {name: tf.boolean_mask(value, keep) for name, value in block.items()}
+
+    return (lambda f: tf.data.TFRecordDataset(f, compression_type=compression).enumerate(),
+            parse_part)
+
+
+def read_examples(dataset_dir, split, input_context=None, part=None, holdout_every=10):
+    """All examples of a split as numpy arrays in file order (for tests and small splits);
+    `part`, `holdout_every`: as `make_dataset`'s."""
     meta = read_metadata(dataset_dir)
     _check_format(dataset_dir, meta)
     files = _files(dataset_dir, meta, split, input_context)
-    ds = tf.data.TFRecordDataset(files, compression_type=meta["compression"]).map(
-        lambda r: blocks.parse_block(r, meta["columns"], meta["label"]),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    records, parse = _records_and_parser(meta, meta["compression"], part, holdout_every)
+    ds = tf.data.Dataset.from_tensor_slices(files).flat_map(records).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     out = {}
     for block in ds.as_numpy_iterator():
         for name, value in block.items():

@@ -78,6 +78,24 @@ class Config:
         autofis_gates: list of floats, one per pair, or None.
         grda_c, grda_mu, grda_learning_rate: the gates' GRDA in the search (learning rate
             None: `learning_rate`).
+        autogroup: AutoGroup's feature sets and their explicit interactions of each order
+            (`layers.AutoGroup`): "off"; "search" (every field may join every set; the
+            sets' Gumbel-softmax logits train on a held-out slice of the training split,
+            alternating with the training steps: `training.architecture`); "on" (the fixed
+            sets of `autogroup_groups`). Placed like `autofis` (beside the stacked
+            features; in place of DLRM's dot interactions); not together with it.
+            `experiments.search_interactions --method autogroup` runs the search.
+        autogroup_orders: the interaction orders searched.
+        autogroup_sets: feature sets per order in the search.
+        autogroup_groups: {order (str): [[feature name, ...] per set]} for "on".
+        autogroup_temperature: [start, end] of the Gumbel-softmax temperature, annealed
+            geometrically over the epochs.
+        architecture_learning_rate: Adam's learning rate for architecture weights.
+        architecture_warmup_epochs: epochs of ordinary training before a search moves the
+            architecture weights.
+        holdout_every: a search's held-out slice of the training split is every
+            `holdout_every`-th example (in memory; every such block when streaming); the
+            ordinary weights train on the rest.
         streaming: how training reads the TFRecords: "off" (parse each split once into
             memory, then gather batches), "on" (stream the files every epoch, in bounded
             memory), "auto" (stream splits of more than 5,000,000 examples).
@@ -121,6 +139,14 @@ class Config:
     grda_c: float = 0.005
     grda_mu: float = 0.7
     grda_learning_rate: float = None
+    autogroup: str = "off"
+    autogroup_orders: list = dataclasses.field(default_factory=lambda: [2, 3])
+    autogroup_sets: int = 4
+    autogroup_groups: dict = None
+    autogroup_temperature: list = dataclasses.field(default_factory=lambda: [1.0, 0.05])
+    architecture_learning_rate: float = 0.01
+    architecture_warmup_epochs: int = 1
+    holdout_every: int = 10
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -144,6 +170,22 @@ class Config:
         if self.autofis_gates is not None and (
                 self.autofis_pairs is None or len(self.autofis_gates) != len(self.autofis_pairs)):
             raise ValueError("autofis_gates needs autofis_pairs, one gate per pair")
+        if self.autogroup not in AUTOFIS:
+            raise ValueError(f"autogroup must be one of {AUTOFIS}, got {self.autogroup!r}")
+        if self.autogroup != "off" and self.model == "biases":
+            raise ValueError("autogroup needs a model with field embeddings, not 'biases'")
+        if self.autogroup != "off" and self.autofis != "off":
+            raise ValueError("autogroup and autofis are two interaction layers for the same "
+                             "place: turn one off")
+        if self.autogroup == "on" and not self.autogroup_groups:
+            raise ValueError("autogroup='on' needs autogroup_groups (the sets a search wrote "
+                             "to retrain_config.json)")
+        if (len(self.autogroup_temperature) != 2
+                or not 0 < self.autogroup_temperature[1] <= self.autogroup_temperature[0]):
+            raise ValueError("autogroup_temperature must be [start, end] with "
+                             f"start >= end > 0, got {self.autogroup_temperature!r}")
+        if not isinstance(self.holdout_every, int) or self.holdout_every < 2:
+            raise ValueError(f"holdout_every must be an int >= 2, got {self.holdout_every!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
             raise ValueError("steps_per_execution must be a positive int, got "
                              f"{self.steps_per_execution!r}")

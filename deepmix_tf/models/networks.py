@@ -6,8 +6,8 @@ Each builder reads like its paper's diagram: embedding -> stacking -> interactio
 import keras
 import keras_rs
 
-from deepmix_tf.layers import (CrossNetMix, DeepCrossingResidualUnit, GatedInteraction,
-                               ResidualBlock)
+from deepmix_tf.layers import (AutoGroup, CrossNetMix, DeepCrossingResidualUnit,
+                               GatedInteraction, ResidualBlock)
 from deepmix_tf.models.stacking import (embed, embedding_rows, l2_regularizer, mlp,
                                         model_inputs, stack)
 
@@ -82,11 +82,12 @@ def build_network(preprocessor, config, meta, task, tables=None):
     if config.model == "biases":
         return _biases(inputs, meta, config, task)
     gated = None
-    if config.autofis != "off":
+    if config.autofis != "off" or config.autogroup != "off":
         names = embedded_names(inputs, meta)
         if config.model == "dlrm" and dense is not None:
             names = ["bottom"] + names  # DLRM's interactions include its bottom MLP's vector
-        gated = gated_interaction(names, config)
+        gated = (gated_interaction(names, config) if config.autofis != "off"
+                 else auto_group(names, config))
     if config.model == "dlrm":
         x = _dlrm(embeddings, dense, config, gated)
     else:
@@ -120,10 +121,29 @@ def gated_interaction(names, config):
                             field_names=names, name="autofis")
 
 
+def auto_group(names, config):
+    """AutoGroup's layer over the vectors of `names`: searched sets, or the fixed sets of
+    `config.autogroup_groups` (names) for `autogroup="on"`."""
+    if config.autogroup == "search":
+        return AutoGroup(len(names), orders=config.autogroup_orders, sets=config.autogroup_sets,
+                         temperature=config.autogroup_temperature[0], field_names=names,
+                         seed=config.seed, name="autogroup")
+    position = {name: i for i, name in enumerate(names)}
+    unknown = sorted({n for sets in config.autogroup_groups.values() for s in sets for n in s}
+                     - set(position))
+    if unknown:
+        raise ValueError(f"autogroup_groups name {unknown}, which have no vector here; the "
+                         f"vectors are {names}")
+    groups = {int(p): [[position[n] for n in s] for s in sets]
+              for p, sets in config.autogroup_groups.items()}
+    return AutoGroup(len(names), groups=groups, field_names=names, seed=config.seed,
+                     name="autogroup")
+
+
 def _dlrm(embeddings, dense, config, gated=None):
     """DLRM (Naumov et al., 2019): bottom MLP on dense features, pairwise dot products of
-    all feature vectors, then a top MLP. `gated`: AutoFIS's gated products instead of the
-    plain ones."""
+    all feature vectors, then a top MLP. `gated`: AutoFIS's gated products or AutoGroup's
+    set interactions instead of the plain products."""
     vectors = list(embeddings)
     if dense is not None:
         bottom = mlp(dense, config.bottom_units[:-1], config.replace(dropout=0.0), "bottom")

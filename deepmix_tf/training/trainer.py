@@ -26,7 +26,7 @@ from deepmix_tf.optimizers import GatedAdam
 from deepmix_tf.models import build_model, load_tables
 # Re-exported: callers build a run's configuration from here.
 from deepmix_tf.models.config import STREAM_ABOVE, Config, default_config  # noqa: F401
-from deepmix_tf.training import distribute
+from deepmix_tf.training import architecture, distribute
 
 
 def resolve_dataset(config, data_dir, tfrecord_dir, log=print, build=True, timeout=1800):
@@ -241,16 +241,24 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     in_memory = not streams(config, meta)
 
     def dataset(split, shuffle=False, batch_size=config.batch_size, input_context=None,
-                repeat=False):
+                repeat=False, part=None):
         return tfrecords.make_dataset(dataset_dir, split, batch_size,
                                       shuffle=shuffle, seed=config.seed, in_memory=in_memory,
                                       transform=preprocess, input_context=input_context,
-                                      repeat=repeat)
+                                      repeat=repeat, part=part,
+                                      holdout_every=config.holdout_every)
+
+    # A search of architecture weights holds out a slice of the training split for them.
+    search = config.autogroup == "search"
+    if search and not distribute.is_default(strategy):
+        raise ValueError("an architecture search (autogroup='search') runs in one process, "
+                         "without a distribution strategy")
 
     train_examples = meta["splits"]["train"]["examples"]
     steps_per_epoch = None
     if distribute.is_default(strategy):
-        train_ds, val_ds = dataset("train", True), dataset("validation")
+        train_ds = dataset("train", True, part="rest" if search else None)
+        val_ds = dataset("validation")
     else:
         # Each worker reads its share of the training files, batches of the per-replica
         # size. Workers' shares differ in size while synchronous steps must match, so with
@@ -274,7 +282,12 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     backup = _Backup(os.path.join(model_dir, "backup"), chief=chief, scratch_dir=out_dir)
     if chief and not os.path.isdir(backup.backup_dir) and os.path.exists(history_csv):
         os.remove(history_csv)  # a new run, not a resumed one
+    searcher = (architecture.ArchitectureSearch(
+        dataset("train", True, repeat=True, part="held"), compiled_loss,
+        config.architecture_learning_rate, config.epochs, config.autogroup_temperature,
+        config.architecture_warmup_epochs) if search else None)
     callbacks = [
+        *([searcher] if search else []),
         *([_Validation(dataset("validation"), task, compiled_loss)] if val_ds is None
           else []),
         # The history row of an epoch is written before its backup: a kill between the two
@@ -310,6 +323,9 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         # Replicas of one synchronous run end with the same weights: this tells at a glance.
         "weights_sha256": weights_digest(network),
     }
+    if searcher is not None:
+        output["architecture_search"] = {"holdout_every": config.holdout_every,
+                                         "steps": searcher.steps}
     # Every worker evaluates and saves (reading variables may be collective); only the
     # chief's files are kept.
     results, decision = evaluate(network, task,
