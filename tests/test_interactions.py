@@ -101,6 +101,25 @@ def test_gated_adam_gives_the_gates_to_grda_and_the_rest_to_adam():
                                np.sign(a) * np.maximum(np.abs(a) - threshold, 0), atol=1e-6)
 
 
+def test_a_saved_search_loads_back_the_gates_grda_state(tmp_path):
+    import warnings
+
+    inputs = [keras.Input((3,)) for _ in range(3)]
+    model = keras.Model(inputs, keras.layers.Dense(1)(GatedInteraction(3, name="autofis")(
+        inputs)))
+    model.compile(GatedAdam(0.01, gate_learning_rate=0.1, c=0.5), "mse")
+    model.fit(_fields(64, 3), np.ones(64), batch_size=16, epochs=2, verbose=0)
+    model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras only warns when it skips optimizer state
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert [v.path for v in loaded.optimizer.variables] == [
+        v.path for v in model.optimizer.variables]
+    assert any("accumulator" in v.path for v in loaded.optimizer.variables)
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+
+
 def _meta(tmp_path, rows=20_000, seed=0):
     """A planted build: the label comes from the pairs (cat_0, cat_1) and (cat_2, cat_3)."""
     planted = gen.Planted(pairs=[["cat_0", "cat_1", 2.0], ["cat_2", "cat_3", 2.0]],

@@ -86,11 +86,18 @@ class GatedAdam(keras.optimizers.Adam):
         from deepmix_tf.layers.feature_interaction.gated_interaction import GATES
 
         # Built before training starts (eagerly), so that GRDA's dual average starts at the
-        # gates' initial values.
-        super().build(var_list)
+        # gates' initial values. Adam holds no state for the gates: the same variables
+        # whether `fit` or a loaded model builds it, so saved state loads back.
+        super().build([v for v in var_list if v.name != GATES])
         gates = [v for v in var_list if v.name == GATES]
         if gates:
             self.gate_optimizer.build(gates)
+
+    @property
+    def variables(self):
+        # Adam's state, then the gates' GRDA state (its dual averages and step count), so
+        # that a saved model restores both.
+        return super().variables + self.gate_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
         from deepmix_tf.layers.feature_interaction.gated_interaction import GATES
