@@ -26,6 +26,8 @@ flags.DEFINE_float("grda_c", None, "AutoFIS: GRDA's sparsity strength c (Config.
 flags.DEFINE_float("grda_mu", None, "AutoFIS: GRDA's threshold growth mu, in (0.5, 1).")
 flags.DEFINE_float("grda_learning_rate", None, "AutoFIS: the gates' GRDA learning rate "
                    "(default: --learning_rate).")
+flags.DEFINE_integer("autofis_order", None, "AutoFIS: 3 gates third-order products as "
+                     "well as pairs (default 2).")
 flags.DEFINE_list("autogroup_orders", None, "AutoGroup: interaction orders (default 2,3).")
 flags.DEFINE_integer("autogroup_sets", None, "AutoGroup: feature sets per order.")
 flags.DEFINE_list("autogroup_temperature", None, "AutoGroup: start,end of the annealed "
@@ -38,7 +40,7 @@ flags.DEFINE_integer("holdout_every", None, "AutoGroup: every n-th training exam
 
 def _overrides():
     values = {name: getattr(FLAGS, name) for name in
-              ("grda_c", "grda_mu", "grda_learning_rate", "autogroup_sets",
+              ("grda_c", "grda_mu", "grda_learning_rate", "autofis_order", "autogroup_sets",
                "architecture_learning_rate", "holdout_every")
               if getattr(FLAGS, name) is not None}
     if FLAGS.autogroup_orders is not None:

@@ -85,6 +85,21 @@ def test_gated_interaction_is_gated_inner_products_of_the_chosen_pairs():
         GatedInteraction(4, pairs=[[0, 1]], gate_values=[1.0, 2.0])
 
 
+def test_third_order_gates_products_of_triples_beside_the_pairs():
+    e = _fields(fields=4)
+    every = GatedInteraction(4, order=3, batch_norm=False)
+    assert len(every.pairs) == 6 + 4 and every.pairs[6:] == [[0, 1, 2], [0, 1, 3], [0, 2, 3],
+                                                             [1, 2, 3]]
+    layer = GatedInteraction(4, pairs=[[0, 2, 3], [1, 2]], gate_values=[2.0, 0.5],
+                             batch_norm=False, order=3)
+    expected = np.stack([2.0 * (e[0] * e[2] * e[3]).sum(1), 0.5 * (e[1] * e[2]).sum(1)], 1)
+    np.testing.assert_allclose(np.asarray(layer(e)), expected, rtol=1e-5)
+    again = GatedInteraction.from_config(layer.get_config())
+    assert again.order == 3 and again.pairs == [[0, 2, 3], [1, 2]]
+    with pytest.raises(ValueError, match="order=2"):
+        GatedInteraction(4, pairs=[[0, 1, 2]])
+
+
 def test_gated_adam_gives_the_gates_to_grda_and_the_rest_to_adam():
     inputs = [keras.Input((3,)) for _ in range(3)]
     gated = GatedInteraction(3, name="autofis")

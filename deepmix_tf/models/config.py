@@ -73,8 +73,10 @@ class Config:
             the gated products beside their stacked features; DLRM gets them in place of
             its dot interactions. `experiments.search_interactions` runs the search and
             writes the retraining config.
-        autofis_pairs: list of [field, field] (feature names) or None (every pair of
-            embedded features).
+        autofis_pairs: list of [field, field] (feature names; with `autofis_order=3` also
+            [field, field, field]) or None (every pair, then every triple, of embedded
+            features).
+        autofis_order: 2, or 3 to gate third-order products as well as pairs.
         autofis_gates: list of floats, one per pair, or None.
         grda_c, grda_mu, grda_learning_rate: the gates' GRDA in the search (learning rate
             None: `learning_rate`).
@@ -136,6 +138,7 @@ class Config:
     autofis: str = "off"
     autofis_pairs: list = None
     autofis_gates: list = None
+    autofis_order: int = 2
     grda_c: float = 0.005
     grda_mu: float = 0.7
     grda_learning_rate: float = None
@@ -170,6 +173,8 @@ class Config:
         if self.autofis_gates is not None and (
                 self.autofis_pairs is None or len(self.autofis_gates) != len(self.autofis_pairs)):
             raise ValueError("autofis_gates needs autofis_pairs, one gate per pair")
+        if self.autofis_order not in (2, 3):
+            raise ValueError(f"autofis_order must be 2 or 3, got {self.autofis_order!r}")
         if self.autogroup not in AUTOFIS:
             raise ValueError(f"autogroup must be one of {AUTOFIS}, got {self.autogroup!r}")
         if self.autogroup != "off" and self.model == "biases":

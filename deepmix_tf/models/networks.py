@@ -114,11 +114,11 @@ def gated_interaction(names, config):
         if unknown:
             raise ValueError(f"autofis_pairs name {unknown}, which have no vector here; "
                              f"the vectors are {names}")
-        pairs = [sorted((position[a], position[b])) for a, b in config.autofis_pairs]
-        if any(i == j for i, j in pairs):
+        pairs = [sorted(position[n] for n in p) for p in config.autofis_pairs]
+        if any(len(set(p)) < len(p) for p in pairs):
             raise ValueError(f"autofis_pairs pair a field with itself: {config.autofis_pairs}")
     return GatedInteraction(len(names), pairs=pairs, gate_values=config.autofis_gates,
-                            field_names=names, name="autofis")
+                            field_names=names, order=config.autofis_order, name="autofis")
 
 
 def auto_group(names, config):

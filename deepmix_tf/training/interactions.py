@@ -30,12 +30,13 @@ def find_layer(model, name=LAYER, kind=GatedInteraction):
 
 
 def searched_pairs(model):
-    """[{"fields": [a, b], "gate": float, "kept": bool}] of a searched model's pairs."""
+    """[{"fields": [a, b] (or [a, b, c]), "gate": float, "kept": bool}] of a searched
+    model's interactions."""
     layer = find_layer(model)
     names = layer.field_names or [str(i) for i in range(layer.num_fields)]
     gates = np.asarray(layer.gates.numpy(), np.float64)
-    return [{"fields": [names[i], names[j]], "gate": float(g), "kept": bool(g != 0.0)}
-            for (i, j), g in zip(layer.pairs, gates)]
+    return [{"fields": [names[i] for i in fields], "gate": float(g), "kept": bool(g != 0.0)}
+            for fields, g in zip(layer.pairs, gates)]
 
 
 def retrain_config(config, pairs):
@@ -118,12 +119,15 @@ def write_group_search(model_dir, model, config):
 
 
 def heat_map(pairs, path, title=""):
-    """A field-by-field PNG of the gates (|gate|; blank: a gate GRDA set to exactly 0)."""
+    """A field-by-field PNG of the pair gates (|gate|; blank: a gate GRDA set to exactly 0);
+    the title counts the kept triples, which a grid cannot show."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    triples = [p for p in pairs if len(p["fields"]) == 3]
+    pairs = [p for p in pairs if len(p["fields"]) == 2]
     names = list(dict.fromkeys(n for p in pairs for n in p["fields"]))
     index = {n: i for i, n in enumerate(names)}
     grid = np.full((len(names), len(names)), np.nan)
@@ -136,7 +140,9 @@ def heat_map(pairs, path, title=""):
     ax.set_xticks(range(len(names)), names, rotation=90)
     ax.set_yticks(range(len(names)), names)
     kept = sum(p["kept"] for p in pairs)
-    ax.set_title(title or f"AutoFIS gates: {kept} of {len(pairs)} pairs kept (blank: 0)")
+    more = (f", {sum(p['kept'] for p in triples)} of {len(triples)} triples" if triples
+            else "")
+    ax.set_title(title or f"AutoFIS gates: {kept} of {len(pairs)} pairs{more} kept (blank: 0)")
     fig.colorbar(image, ax=ax, label="|gate|", shrink=0.8)
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
