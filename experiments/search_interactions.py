@@ -30,7 +30,7 @@ flags.DEFINE_integer("autofis_order", None, "AutoFIS: 3 gates third-order produc
                      "well as pairs (default 2).")
 flags.DEFINE_list("autogroup_orders", None, "AutoGroup: interaction orders (default 2,3).")
 flags.DEFINE_integer("autogroup_sets", None, "AutoGroup: feature sets per order.")
-flags.DEFINE_list("autogroup_temperature", None, "AutoGroup: start,end of the annealed "
+flags.DEFINE_list("search_temperature", None, "AutoGroup: start,end of the annealed "
                   "Gumbel-softmax temperature.")
 flags.DEFINE_float("architecture_learning_rate", None, "AutoGroup: the set logits' Adam "
                    "learning rate.")
@@ -45,8 +45,8 @@ def _overrides():
               if getattr(FLAGS, name) is not None}
     if FLAGS.autogroup_orders is not None:
         values["autogroup_orders"] = [int(p) for p in FLAGS.autogroup_orders]
-    if FLAGS.autogroup_temperature is not None:
-        values["autogroup_temperature"] = [float(t) for t in FLAGS.autogroup_temperature]
+    if FLAGS.search_temperature is not None:
+        values["search_temperature"] = [float(t) for t in FLAGS.search_temperature]
     return values
 
 

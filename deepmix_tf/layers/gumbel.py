@@ -4,6 +4,11 @@ architecture weights of AutoGroup's feature sets (and of other differentiable se
 import keras
 from keras import ops
 
+# The variable name of architecture weights (AutoGroup's set logits, the dimension search's
+# width logits): not trainable by `fit`; `training.architecture.ArchitectureSearch` trains
+# them on a held-out slice of the training split.
+ARCHITECTURE = "architecture_logits"
+
 
 def gumbel_softmax(logits, temperature, seed=None):
     """A relaxed one-hot sample of the categorical distribution softmax(logits):

@@ -90,14 +90,27 @@ class Config:
         autogroup_orders: the interaction orders searched.
         autogroup_sets: feature sets per order in the search.
         autogroup_groups: {order (str): [[feature name, ...] per set]} for "on".
-        autogroup_temperature: [start, end] of the Gumbel-softmax temperature, annealed
-            geometrically over the epochs.
+        embedding_search: "off", or "search": AutoDim's search of each categorical
+            field's embedding width among `embedding_candidates`
+            (`layers.DimensionSearchEmbedding`, every candidate mapped to `embedding_dim`;
+            the width logits train on a held-out slice of the training split, like
+            AutoGroup's). `experiments.search_embeddings` runs it and writes the retrain
+            config (`embedding_dims`).
+        embedding_candidates: the candidate widths of the search.
+        embedding_share: the search's candidates are slices of one widest table.
+        dimension_cost: weight of the expected table size (a fraction of the widest
+            candidate's, averaged over fields) added to the search's held-out loss: without
+            it a field that carries no signal may keep any width (BUILD.md, "AutoDim").
+        embedding_dims: {feature name: width} for embeddings whose width is not
+            `embedding_dim` (a searched retrain). DLRM and the interaction layers, which
+            need one width, get those embeddings mapped to `embedding_dim` by a linear map.
+        search_temperature: [start, end] of the Gumbel-softmax temperature (AutoGroup's
+            sets, the dimension search's widths), annealed geometrically over the epochs.
         architecture_learning_rate: Adam's learning rate for architecture weights.
         architecture_warmup_epochs: epochs of ordinary training before a search moves the
             architecture weights.
         holdout_every: a search's held-out slice of the training split is every
-            `holdout_every`-th example (in memory; every such block when streaming); the
-            ordinary weights train on the rest.
+            `holdout_every`-th example of each file; the ordinary weights train on the rest.
         streaming: how training reads the TFRecords: "off" (parse each split once into
             memory, then gather batches), "on" (stream the files every epoch, in bounded
             memory), "auto" (stream splits of more than 5,000,000 examples).
@@ -146,7 +159,12 @@ class Config:
     autogroup_orders: list = dataclasses.field(default_factory=lambda: [2, 3])
     autogroup_sets: int = 4
     autogroup_groups: dict = None
-    autogroup_temperature: list = dataclasses.field(default_factory=lambda: [1.0, 0.05])
+    embedding_search: str = "off"
+    embedding_candidates: list = dataclasses.field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
+    embedding_share: bool = False
+    dimension_cost: float = 0.005
+    embedding_dims: dict = None
+    search_temperature: list = dataclasses.field(default_factory=lambda: [1.0, 0.05])
     architecture_learning_rate: float = 0.01
     architecture_warmup_epochs: int = 1
     holdout_every: int = 10
@@ -185,10 +203,24 @@ class Config:
         if self.autogroup == "on" and not self.autogroup_groups:
             raise ValueError("autogroup='on' needs autogroup_groups (the sets a search wrote "
                              "to retrain_config.json)")
-        if (len(self.autogroup_temperature) != 2
-                or not 0 < self.autogroup_temperature[1] <= self.autogroup_temperature[0]):
-            raise ValueError("autogroup_temperature must be [start, end] with "
-                             f"start >= end > 0, got {self.autogroup_temperature!r}")
+        if (len(self.search_temperature) != 2
+                or not 0 < self.search_temperature[1] <= self.search_temperature[0]):
+            raise ValueError("search_temperature must be [start, end] with "
+                             f"start >= end > 0, got {self.search_temperature!r}")
+        if self.embedding_search not in ("off", "search"):
+            raise ValueError("embedding_search must be 'off' or 'search', got "
+                             f"{self.embedding_search!r}")
+        if self.embedding_search == "search" and self.model == "biases":
+            raise ValueError("embedding_search needs a model with field embeddings, not "
+                             "'biases'")
+        if self.embedding_search == "search" and self.embedding_dims:
+            raise ValueError("embedding_search='search' searches the widths that "
+                             "embedding_dims would fix: give one or the other")
+        if any(not isinstance(w, int) or w < 1 for w in (self.embedding_dims or {}).values()):
+            raise ValueError(f"embedding_dims must map features to positive ints, got "
+                             f"{self.embedding_dims!r}")
+        if not self.dimension_cost >= 0:
+            raise ValueError(f"dimension_cost must be >= 0, got {self.dimension_cost!r}")
         if not isinstance(self.holdout_every, int) or self.holdout_every < 2:
             raise ValueError(f"holdout_every must be an int >= 2, got {self.holdout_every!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
@@ -209,6 +241,10 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def searches_architecture(self):
+        """Whether training also trains architecture weights on a held-out slice."""
+        return self.autogroup == "search" or self.embedding_search == "search"
 
 
 def check_fields(values, where):

@@ -8,8 +8,8 @@ import keras_rs
 
 from deepmix_tf.layers import (AutoGroup, CrossNetMix, DeepCrossingResidualUnit,
                                GatedInteraction, ResidualBlock)
-from deepmix_tf.models.stacking import (embed, embedding_rows, l2_regularizer, mlp,
-                                        model_inputs, stack)
+from deepmix_tf.models.stacking import (common_width, embed, embedding_rows, l2_regularizer,
+                                        mlp, model_inputs, stack)
 
 
 def deepmix(inputs, x0, config):
@@ -81,6 +81,9 @@ def build_network(preprocessor, config, meta, task, tables=None):
     embeddings, dense = embed(inputs, meta, config, tables)
     if config.model == "biases":
         return _biases(inputs, meta, config, task)
+    one_width = config.model == "dlrm" or config.autofis != "off" or config.autogroup != "off"
+    if one_width and config.embedding_dims:
+        embeddings = common_width(embeddings, embedded_names(inputs, meta), config)
     gated = None
     if config.autofis != "off" or config.autogroup != "off":
         names = embedded_names(inputs, meta)
@@ -126,7 +129,7 @@ def auto_group(names, config):
     `config.autogroup_groups` (names) for `autogroup="on"`."""
     if config.autogroup == "search":
         return AutoGroup(len(names), orders=config.autogroup_orders, sets=config.autogroup_sets,
-                         temperature=config.autogroup_temperature[0], field_names=names,
+                         temperature=config.search_temperature[0], field_names=names,
                          seed=config.seed, name="autogroup")
     position = {name: i for i, name in enumerate(names)}
     unknown = sorted({n for sets in config.autogroup_groups.values() for s in sets for n in s}

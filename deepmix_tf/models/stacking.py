@@ -4,6 +4,7 @@ output layers belong to the tasks: `deepmix_tf.tasks`)."""
 import keras
 import numpy as np
 
+from deepmix_tf.layers.dimension_search import DimensionSearchEmbedding
 from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.layers.embedding import BagEmbedding, SparseEmbedding
 from deepmix_tf.models.preprocessing import row_input
@@ -73,26 +74,42 @@ def embed(inputs, meta, config, tables=None):
     sparse = config.optimizer == "sgd"
     table_regularizer = None if sparse else regularizer
     embedding_cls = SparseEmbedding if sparse else keras.layers.Embedding
+    widths = config.embedding_dims or {}
+    unknown = sorted(set(widths) - {f["name"] for f in meta["features"] if f["name"] in inputs
+                                    and f["type"] in ("categorical", "multi_hot")})
+    if unknown:
+        raise ValueError(f"embedding_dims names {unknown}, which are not embedded features "
+                         "of this model")
     embeddings, dense = [], []
     for f in meta["features"]:
         if f["name"] not in inputs:
             continue
         x = inputs[f["name"]]
-        if f["type"] == "categorical":
-            layer = embedding_cls(embedding_rows(f), config.embedding_dim,
+        width = widths.get(f["name"], config.embedding_dim)
+        bag = f["type"] == "multi_hot" and f["dtype"] == "int64_list"
+        if config.embedding_search == "search" and (f["type"] == "categorical" or bag):
+            layer = DimensionSearchEmbedding(
+                embedding_rows(f), config.embedding_candidates, config.embedding_dim,
+                share_weights=config.embedding_share,
+                temperature=config.search_temperature[0], seed=config.seed,
+                embeddings_regularizer=table_regularizer,
+                pooling=f["pooling"] if bag else None, name=f"{f['name']}_embedding")
+            embeddings.append(layer(x))
+        elif f["type"] == "categorical":
+            layer = embedding_cls(embedding_rows(f), width,
                                   embeddings_regularizer=table_regularizer,
                                   name=f"{f['name']}_embedding")
             embeddings.append(layer(x))
         elif f["type"] == "multi_hot" and f["dtype"] == "int64_list":
             embeddings.append(BagEmbedding(
-                embedding_rows(f), config.embedding_dim, pooling=f["pooling"],
+                embedding_rows(f), width, pooling=f["pooling"],
                 embeddings_regularizer=table_regularizer, name=f"{f['name']}_embedding")(x))
         elif f["type"] == "multi_hot":
             if f.get("pooling") == "mean":
                 x = x / keras.ops.maximum(keras.ops.sum(x, axis=-1, keepdims=True), 1.0)
             # A linear map of a multi-hot vector is the sum of its items' embeddings.
             embeddings.append(keras.layers.Dense(
-                config.embedding_dim, use_bias=False, kernel_regularizer=regularizer,
+                width, use_bias=False, kernel_regularizer=regularizer,
                 name=f"{f['name']}_embedding")(x))
         elif f["type"] == "numeric":
             dense.append(keras.ops.expand_dims(x, -1))
@@ -103,6 +120,23 @@ def embed(inputs, meta, config, tables=None):
     dense = (keras.layers.Concatenate(name="dense_features")(dense) if len(dense) > 1
              else dense[0] if dense else None)
     return embeddings, dense
+
+
+def common_width(embeddings, names, config):
+    """The embeddings at `config.embedding_dim`: those of another width (`embedding_dims`)
+    through a linear map, for the layers that need one width (DLRM's dot products, AutoFIS,
+    AutoGroup)."""
+    return [e if e.shape[-1] == config.embedding_dim else keras.layers.Dense(
+        config.embedding_dim, use_bias=False, kernel_regularizer=l2_regularizer(config),
+        name=f"{name}_to_common")(e) for e, name in zip(embeddings, names)]
+
+
+def embedding_parameters(model):
+    """Weights of the model's embeddings: the `<feature>_embedding` layers' tables (and
+    maps), and the `<feature>_to_common` maps."""
+    return int(sum(int(np.prod(w.shape)) for layer in model._flatten_layers(include_self=False)
+                   if layer.name.endswith(("_embedding", "_to_common"))
+                   for w in layer.trainable_weights))
 
 
 def stack(embeddings, dense):

@@ -1,7 +1,7 @@
 """First-order bi-level search: architecture weights trained on a held-out slice of the
 training split, alternating with the ordinary training steps of everything else.
 
-Architecture weights are the non-trainable variables named `STRUCTURE` (for example
+Architecture weights are the non-trainable variables named `ARCHITECTURE` (for example
 `layers.AutoGroup`'s feature-set logits): `fit`'s optimizer never touches them, and
 `ArchitectureSearch` takes one step on them, on a held-out batch, after every training
 step. The validation split stays out of the search, so it can still choose the model.
@@ -12,18 +12,18 @@ import math
 import keras
 import tensorflow as tf
 
-from deepmix_tf.layers.feature_interaction.auto_group import STRUCTURE
+from deepmix_tf.layers.gumbel import ARCHITECTURE
 
 
 def architecture_weights(model):
-    """The model's architecture weights (variables named `STRUCTURE`), in layer order."""
-    return [v for v in model.non_trainable_weights if v.name == STRUCTURE]
+    """The model's architecture weights (variables named `ARCHITECTURE`), in layer order."""
+    return [v for v in model.non_trainable_weights if v.name == ARCHITECTURE]
 
 
 def searched_layers(model):
     """The layers of `model` (its sub-models included) that own architecture weights."""
     return [layer for layer in model._flatten_layers(include_self=False)
-            if any(v.name == STRUCTURE for v in layer._trainable_variables
+            if any(v.name == ARCHITECTURE for v in layer._trainable_variables
                    + layer._non_trainable_variables)]
 
 
@@ -51,12 +51,18 @@ class ArchitectureSearch(keras.callbacks.Callback):
         warmup_epochs: epochs of ordinary training before the architecture weights move
             (the relaxed architectures are still sampled): until the embeddings mean
             something, every interaction looks like noise and a search drops them all.
+        cost_weight: float >= 0. Adds `cost_weight` times the mean `architecture_cost()`
+            of the searched layers that have one (a size in [0, 1], e.g. a dimension
+            search's expected table size) to the held-out loss.
+        log_dir: str or None. Where each epoch's architecture probabilities go, as
+            TensorBoard scalars (`architecture_summary()` of each searched layer).
     """
 
     def __init__(self, dataset, loss, learning_rate=0.01, epochs=1, temperatures=(1.0, 0.1),
-                 warmup_epochs=0):
+                 warmup_epochs=0, cost_weight=0.0, log_dir=None):
         super().__init__()
-        self.warmup_epochs = warmup_epochs
+        self.warmup_epochs, self.cost_weight, self.log_dir = warmup_epochs, cost_weight, log_dir
+        self._writer = None
         self.epoch = 0
         self.dataset, self.loss = dataset, keras.losses.get(loss)
         self.optimizer = keras.optimizers.Adam(learning_rate, name="architecture_adam")
@@ -67,12 +73,16 @@ class ArchitectureSearch(keras.callbacks.Callback):
         self.weights = architecture_weights(self.model)
         if not self.weights:
             raise ValueError(f"{self.model.name!r} has no architecture weights "
-                             f"(variables named {STRUCTURE!r}) to search")
-        self.layers = [layer for layer in searched_layers(self.model)
-                       if hasattr(layer, "temperature")]
+                             f"(variables named {ARCHITECTURE!r}) to search")
+        self.searched = searched_layers(self.model)
+        self.layers = [layer for layer in self.searched if hasattr(layer, "temperature")]
+        costed = [layer for layer in self.searched if hasattr(layer, "architecture_cost")]
         self.optimizer.build(self.weights)
         self._batches = iter(self.dataset)
+        if self.log_dir is not None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
         model, weights, optimizer, loss_fn = self.model, self.weights, self.optimizer, self.loss
+        cost_weight = self.cost_weight
 
         @tf.function
         def step(features, labels):
@@ -82,6 +92,9 @@ class ArchitectureSearch(keras.callbacks.Callback):
                 predictions = model(features, training=True)
                 labels = tf.cast(tf.reshape(labels, tf.shape(predictions)), predictions.dtype)
                 loss = loss_fn(labels, predictions)
+                if cost_weight and costed:
+                    loss += cost_weight * tf.add_n(
+                        [layer.architecture_cost() for layer in costed]) / len(costed)
             grads = tape.gradient(loss, [v.value for v in weights])
             optimizer.apply(grads, weights)
             return loss
@@ -93,6 +106,15 @@ class ArchitectureSearch(keras.callbacks.Callback):
         t = temperature(epoch, self.epochs, *self.temperatures)
         for layer in self.layers:
             layer.temperature.assign(t)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=epoch):
+            for layer in self.searched:
+                for name, value in getattr(layer, "architecture_summary", dict)().items():
+                    tf.summary.scalar(f"{layer.name}/{name}", value)
+            self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.epoch < self.warmup_epochs:

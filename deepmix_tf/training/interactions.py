@@ -109,7 +109,7 @@ def write_group_search(model_dir, model, config):
     groups = searched_groups(model)
     write_json(os.path.join(model_dir, "feature_sets.json"),
                {"orders": config.autogroup_orders, "sets_per_order": config.autogroup_sets,
-                "temperature": config.autogroup_temperature,
+                "temperature": config.search_temperature,
                 "holdout_every": config.holdout_every, "sets": groups})
     group_map(groups, os.path.join(model_dir, "feature_sets.png"))
     if any(g["fields"] for g in groups):

@@ -24,6 +24,7 @@ from deepmix_tf.files import write_json
 from deepmix_tf.layers.embedding import SparseSGD
 from deepmix_tf.optimizers import GatedAdam
 from deepmix_tf.models import build_model, load_tables
+from deepmix_tf.models.stacking import embedding_parameters
 # Re-exported: callers build a run's configuration from here.
 from deepmix_tf.models.config import STREAM_ABOVE, Config, default_config  # noqa: F401
 from deepmix_tf.training import architecture, distribute
@@ -249,10 +250,10 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
                                       holdout_every=config.holdout_every)
 
     # A search of architecture weights holds out a slice of the training split for them.
-    search = config.autogroup == "search"
+    search = config.searches_architecture()
     if search and not distribute.is_default(strategy):
-        raise ValueError("an architecture search (autogroup='search') runs in one process, "
-                         "without a distribution strategy")
+        raise ValueError("an architecture search (autogroup or embedding_search 'search') "
+                         "runs in one process, without a distribution strategy")
 
     train_examples = meta["splits"]["train"]["examples"]
     steps_per_epoch = None
@@ -284,8 +285,10 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         os.remove(history_csv)  # a new run, not a resumed one
     searcher = (architecture.ArchitectureSearch(
         dataset("train", True, repeat=True, part="held"), compiled_loss,
-        config.architecture_learning_rate, config.epochs, config.autogroup_temperature,
-        config.architecture_warmup_epochs) if search else None)
+        config.architecture_learning_rate, config.epochs, config.search_temperature,
+        config.architecture_warmup_epochs, config.dimension_cost,
+        os.path.join(model_dir, "logs", "architecture") if chief else None)
+        if search else None)
     callbacks = [
         *([searcher] if search else []),
         *([_Validation(dataset("validation"), task, compiled_loss)] if val_ds is None
@@ -322,6 +325,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         "strategy": distribute.describe(strategy),
         # Replicas of one synchronous run end with the same weights: this tells at a glance.
         "weights_sha256": weights_digest(network),
+        "parameters": int(network.count_params()),
+        "embedding_parameters": embedding_parameters(network),
     }
     if searcher is not None:
         output["architecture_search"] = {"holdout_every": config.holdout_every,

@@ -5,11 +5,7 @@ Interactions in CTR Prediction")."""
 import keras
 from keras import ops
 
-from deepmix_tf.layers.gumbel import gumbel_softmax
-
-# The architecture weights' variable name: a search trains the variables of this name on a
-# held-out slice of the training split (`training.architecture.ArchitectureSearch`).
-STRUCTURE = "feature_set_structure"
+from deepmix_tf.layers.gumbel import ARCHITECTURE, gumbel_softmax
 
 
 @keras.saving.register_keras_serializable(package="deepmix_tf")
@@ -109,7 +105,7 @@ class AutoGroup(keras.layers.Layer):
                     [[[-a, a] for a in (2.0 * x - 1.0 for x in row)] for row in inside])
             self.structure.append(self.add_weight(
                 shape=(self.num_fields, n, 2), initializer=init, trainable=False,
-                name=STRUCTURE))
+                name=ARCHITECTURE))
             self.field_weights.append(self.add_weight(
                 shape=(self.num_fields, n), initializer="ones", name=f"order_{p}_weights"))
         self.temperature = self.add_weight(
@@ -128,6 +124,17 @@ class AutoGroup(keras.layers.Layer):
                 out.append(gumbel_softmax(logits, self.temperature, self.seed_generator)[..., 1])
             else:
                 out.append(ops.cast(logits[..., 1] > logits[..., 0], logits.dtype))
+        return out
+
+    def architecture_summary(self):
+        """{"order_<p>/set_<j>/<field>": P(in)} for TensorBoard."""
+        names = self.field_names or [str(i) for i in range(self.num_fields)]
+        out = {}
+        for p, logits in zip(self.orders, self.structure):
+            inside = ops.convert_to_numpy(ops.softmax(ops.convert_to_tensor(logits)))[..., 1]
+            for j in range(inside.shape[1]):
+                for i, name in enumerate(names):
+                    out[f"order_{p}/set_{j}/{name}"] = float(inside[i, j])
         return out
 
     def feature_sets(self):

@@ -1,0 +1,137 @@
+"""AutoDim: the dimension-search embedding, the search on a held-out slice, the retrain
+with the chosen widths, and a planted check."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from deepmix_tf.data import generate as gen
+from deepmix_tf.data import tfrecords
+from deepmix_tf.layers import DimensionSearchEmbedding
+from deepmix_tf.models import Config, build_model
+from deepmix_tf.models.stacking import embedding_parameters, embedding_rows
+from deepmix_tf.training import dimensions, trainer
+
+
+def _path(layer, x, k, columns=None):
+    """Candidate k's output at inference: BN_k(E_k[x] W_k)."""
+    table = layer.tables[0 if layer.share_weights else k].numpy()
+    e = table[x][:, :columns] if columns else table[x]
+    return np.asarray(layer.norms[k](e @ layer.projections[k].numpy(), training=False))
+
+
+def test_the_search_mixes_candidates_while_training_and_takes_the_argmax_otherwise():
+    x = np.array([1, 2, 3, 7])
+    layer = DimensionSearchEmbedding(10, candidates=[2, 4, 8], output_dim=4, seed=0)
+    layer(x)
+    assert [tuple(t.shape) for t in layer.tables] == [(10, 2), (10, 4), (10, 8)]
+    assert not layer.logits.trainable and layer.logits.name == "architecture_logits"
+    layer.logits.assign([0.0, 3.0, 1.0])
+    assert layer.chosen_width() == 4 and layer.probabilities().sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(np.asarray(layer(x)), _path(layer, x, 1), rtol=1e-5)
+    first, second = np.asarray(layer(x, training=True)), np.asarray(layer(x, training=True))
+    assert not np.allclose(first, second)  # a fresh relaxed sample each call
+    # The expected table size under softmax(alpha), as a fraction of the widest.
+    layer.logits.assign([0.0, 0.0, 0.0])
+    assert float(layer.architecture_cost()) == pytest.approx((2 + 4 + 8) / 3 / 8)
+
+
+def test_shared_candidates_are_slices_of_one_table_and_bags_pool():
+    x = np.array([0, 5, 9])
+    shared = DimensionSearchEmbedding(10, candidates=[2, 8], output_dim=3, share_weights=True)
+    shared(x)
+    assert [tuple(t.shape) for t in shared.tables] == [(10, 8)]
+    shared.logits.assign([1.0, 0.0])
+    np.testing.assert_allclose(np.asarray(shared(x)), _path(shared, x, 0, columns=2), rtol=1e-5)
+    bags = DimensionSearchEmbedding(10, candidates=[2, 4], output_dim=3, pooling="mean")
+    ids = np.array([[1, 2, -1], [4, -1, -1]])
+    bags(ids)
+    bags.logits.assign([0.0, 1.0])
+    table, w = bags.tables[1].numpy(), bags.projections[1].numpy()
+    pooled = np.stack([(table[1] + table[2]) / 2, table[4]])
+    expected = np.asarray(bags.norms[1](pooled @ w, training=False))
+    np.testing.assert_allclose(np.asarray(bags(ids)), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="increasing"):
+        DimensionSearchEmbedding(10, candidates=[4, 2])
+
+
+def _planted(tmp_path, rows, pairs=(("cat_0", "cat_1"), ("cat_0", "cat_2"), ("cat_0", "cat_3"))):
+    """cat_0 drives the label through three pairs; cat_4..cat_7 carry no signal."""
+    planted = gen.Planted(pairs=[[a, b, 2.0] for a, b in pairs], noise=0.1, dim=8)
+    g = gen.Generator(gen.make_fields([100] * 8), num_dense=0, planted=planted, seed=0)
+    gen.write_dataset(str(tmp_path / "data"), g, rows, name="planted-dims", log=lambda _: None)
+    spec = str(tmp_path / "data" / "spec.json")
+    return spec, tfrecords.build_tfrecords(spec, output_dir=str(tmp_path / "tf"),
+                                           log=lambda _: None)
+
+
+def test_the_retrain_uses_exactly_the_chosen_widths(tmp_path):
+    spec, build = _planted(tmp_path, 1_000)
+    meta = tfrecords.read_metadata(build)
+    rows = {f["name"]: embedding_rows(f) for f in meta["features"]}
+    widths = [{"field": f"cat_{i}", "width": w, "rows": rows[f"cat_{i}"]}
+              for i, w in enumerate([2, 16, 4, 8, 2, 2, 4, 16])]
+    config = dimensions.retrain_config(
+        Config(dataset=spec, model="deepmix", embedding_search="search"), widths)
+    assert config.embedding_search == "off"
+    assert config.embedding_dims == {w["field"]: w["width"] for w in widths}
+    _, network, full = build_model(config, meta)
+    for w in widths:
+        layer = network.get_layer(f"{w['field']}_embedding")
+        assert layer.embeddings.shape == (w["rows"], w["width"])
+    assert network.get_layer("stacking").output.shape[-1] == sum(w["width"] for w in widths)
+    assert embedding_parameters(network) == dimensions.table_parameters(widths)
+    # DLRM's dot products need one width: the others are mapped to embedding_dim.
+    _, dlrm, _ = build_model(config.replace(model="dlrm"), meta)
+    mapped = {layer.name for layer in dlrm.layers if layer.name.endswith("_to_common")}
+    assert mapped == {f"{w['field']}_to_common" for w in widths
+                      if w["width"] != config.embedding_dim}
+    with pytest.raises(ValueError, match="not embedded features"):
+        build_model(config.replace(embedding_dims={"nope": 4}), meta)
+    with pytest.raises(ValueError, match="one or the other"):
+        config.replace(embedding_search="search")
+
+
+def test_a_search_writes_its_widths_and_round_trips(tmp_path):
+    spec, build = _planted(tmp_path, 3_000)
+    config = trainer.default_config(spec, "deepmix", embedding_search="search", epochs=2,
+                                    batch_size=256, embedding_candidates=[2, 4, 8],
+                                    embedding_dim=8, patience=5)
+    metrics = trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "s"),
+                            log=lambda _: None, verbose=0)
+    assert metrics["architecture_search"]["steps"] > 0
+    model = keras.saving.load_model(tmp_path / "s" / "model.keras")
+    widths = dimensions.write_search(str(tmp_path / "s"), model, config)
+    assert [w["field"] for w in widths] == [f"cat_{i}" for i in range(8)]
+    assert all(w["width"] in (2, 4, 8) for w in widths)
+    written = json.loads((tmp_path / "s" / "dimensions.json").read_text())
+    assert written["fields"] == widths
+    retrain = Config.from_json(str(tmp_path / "s" / "retrain_config.json"))
+    assert retrain.embedding_dims == {w["field"]: w["width"] for w in widths}
+    # The architecture probabilities per epoch are TensorBoard scalars.
+    logs = tmp_path / "s" / "logs" / "architecture"
+    assert any(name.startswith("events") for name in os.listdir(logs))
+    # Saved and loaded, the searched model predicts the same (hard widths at inference).
+    features = {k: v[:64] for k, v in tfrecords.read_examples(build, "test").items()
+                if k in model.input}
+    model.save(tmp_path / "again.keras")
+    loaded = keras.saving.load_model(tmp_path / "again.keras")
+    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(model(features)),
+                               atol=1e-6)
+    assert dimensions.searched_widths(loaded) == widths
+
+
+@pytest.mark.slow
+def test_the_search_gives_noise_the_smallest_width_and_the_busy_field_a_large_one(tmp_path):
+    spec, build = _planted(tmp_path, 200_000)
+    config = trainer.default_config(spec, "dlrm", embedding_search="search", epochs=6,
+                                    embedding_candidates=[2, 4, 8, 16])
+    trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "s"),
+                  log=lambda _: None, verbose=0)
+    model = keras.saving.load_model(tmp_path / "s" / "model.keras")
+    chosen = {w["field"]: w["width"] for w in dimensions.searched_widths(model)}
+    assert all(chosen[f"cat_{i}"] == 2 for i in range(4, 8)), chosen
+    assert chosen["cat_0"] in (8, 16), chosen
