@@ -10,8 +10,9 @@ import pytest
 
 from deepmix_tf.data import generate as gen
 from deepmix_tf.data import tfrecords
-from deepmix_tf.layers import DimensionSearchEmbedding
+from deepmix_tf.layers import AutoDis, DimensionSearchEmbedding
 from deepmix_tf.models import Config, build_model
+from deepmix_tf.models.preprocessing import NumericTransform
 from deepmix_tf.models.stacking import embedding_parameters, embedding_rows
 from deepmix_tf.training import dimensions, trainer
 
@@ -135,3 +136,81 @@ def test_the_search_gives_noise_the_smallest_width_and_the_busy_field_a_large_on
     chosen = {w["field"]: w["width"] for w in dimensions.searched_widths(model)}
     assert all(chosen[f"cat_{i}"] == 2 for i in range(4, 8)), chosen
     assert chosen["cat_0"] in (8, 16), chosen
+
+
+# -------------------------------------------------------------------------------- AutoDis
+
+
+def test_autodis_embeds_each_value_as_a_soft_mix_of_its_fields_meta_embeddings():
+    layer = AutoDis(buckets=4, output_dim=3, temperature=0.5, skip=0.1)
+    x = np.array([[0.3, -1.0], [2.0, 0.0]], "float32")
+    out = np.asarray(layer(x))
+    assert out.shape == (2, 2, 3)
+    w, mixing, meta = (layer.bucket_weights.numpy(), layer.mixing.numpy(),
+                       layer.meta_embeddings.numpy())
+    for b in range(2):
+        for f in range(2):
+            h = w[f] * x[b, f]
+            h = np.where(h > 0, h, 0.2 * h)  # LeakyReLU's default slope
+            logits = (h @ mixing[f] + 0.1 * h) / 0.5
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            np.testing.assert_allclose(out[b, f], p @ meta[f], rtol=1e-4, atol=1e-6)
+    again = AutoDis.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+
+
+def _band(tmp_path, rows):
+    """The label: a pair of fields, and +3 where dense_0 (uniform in [0, 1)) is in [0.4, 0.6)."""
+    planted = gen.Planted(pairs=[["cat_0", "cat_1", 1.0]], bands=[[0, 0.4, 0.6, 3.0]],
+                          noise=0.1, dim=4)
+    g = gen.Generator(gen.make_fields([100] * 4), num_dense=2, planted=planted, seed=0)
+    gen.write_dataset(str(tmp_path / "data"), g, rows, name="planted-band", log=lambda _: None)
+    spec = str(tmp_path / "data" / "spec.json")
+    return spec, tfrecords.build_tfrecords(spec, output_dir=str(tmp_path / "tf"),
+                                           log=lambda _: None)
+
+
+def test_numeric_fields_embed_by_autodis_or_equal_frequency_buckets(tmp_path):
+    spec, build = _band(tmp_path, 4_000)
+    meta = tfrecords.read_metadata(build)
+    config = Config(dataset=spec, model="deepmix", embedding_dim=4, numeric_embedding="autodis",
+                    numeric_fields=["dense_0"])
+    _, network, full = build_model(config, meta)
+    assert network.get_layer("autodis").output.shape[1:] == (1, 4)
+    # dense_0 left the dense vector for an embedding; dense_1 stays raw.
+    assert network.get_layer("stacking").output.shape[-1] == 4 * 4 + 4 + 1
+    boundaries = trainer.numeric_boundaries(build, meta, config.replace(
+        numeric_embedding="buckets", numeric_buckets=4))
+    assert list(boundaries) == ["dense_0"] and len(boundaries["dense_0"]) == 3
+    # Equal frequency: each bucket holds about a quarter of the training values.
+    values = tfrecords.read_examples(build, "train")["dense_0"]
+    f = next(f for f in meta["features"] if f["name"] == "dense_0")
+    transformed = np.asarray(NumericTransform(f["clip"], f["transform"], f["mean"],
+                                              f["std"])(values))
+    counts = np.bincount(np.searchsorted(boundaries["dense_0"], transformed, side="right"),
+                         minlength=4)
+    np.testing.assert_allclose(counts / counts.sum(), 0.25, atol=0.01)
+    buckets = config.replace(numeric_embedding="buckets", numeric_buckets=4)
+    _, _, model = build_model(buckets, {**meta, "numeric_boundaries": boundaries})
+    features = {k: v[:16] for k, v in tfrecords.read_examples(build, "test").items()
+                if k in model.input}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(model(features)),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="needs the training split's bucket"):
+        build_model(buckets, meta)
+    with pytest.raises(ValueError, match="not numeric inputs"):
+        build_model(config.replace(numeric_fields=["cat_0"]), meta)
+
+
+@pytest.mark.slow
+def test_autodis_recovers_a_band_effect_better_than_the_standardized_value(tmp_path):
+    spec, build = _band(tmp_path, 200_000)
+    auc = {}
+    for mode in ("raw", "autodis"):
+        config = trainer.default_config(spec, "deepmix", epochs=8, numeric_embedding=mode)
+        auc[mode] = trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / mode),
+                                  log=lambda _: None, verbose=0)["val"]["auc"]
+    assert auc["autodis"] > auc["raw"] + 0.01, auc

@@ -228,6 +228,17 @@ def test_planted_regression_and_base_rate():
                - 0.2) < 0.02
 
 
+def test_a_planted_band_adds_its_weight_inside_the_band_only():
+    planted = gen.Planted(bands=[[1, 0.25, 0.5, 3.0]], noise=0.0, kind="regression")
+    rows = gen.Generator(gen.make_fields([10]), num_dense=2, planted=planted,
+                         seed=0).rows(0, 2000)
+    x = rows["dense"][:, 1]
+    np.testing.assert_allclose(rows["label"], 3.0 * ((x >= 0.25) & (x < 0.5)), atol=1e-6)
+    assert gen.Planted.parse(planted.to_dict()) == planted
+    with pytest.raises(ValueError, match="low < high"):
+        gen.Planted(bands=[[0, 0.5, 0.5, 1.0]])
+
+
 def test_planted_names_checked():
     with pytest.raises(ValueError, match="no field 'cat_9'"):
         gen.Generator(gen.make_fields([10]), planted={"fields": {"cat_9": 1.0}})

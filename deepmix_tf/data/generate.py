@@ -271,7 +271,8 @@ class Planted:
     the mean over its indices. With dense columns standardised (uniform: (x - 0.5) * sqrt(12)),
 
         logit = sum_f w_f * bag_scalar_f + sum_(a, b, w) w * <bag_vector_a, bag_vector_b>
-                + sum_i w_i * dense_i + N(0, noise^2)
+                + sum_i w_i * dense_i + sum_(i, low, high, w) w * [low <= raw dense_i < high]
+                + N(0, noise^2)
 
     binary label ~ Bernoulli(sigmoid(logit - offset)), the offset set so the positive rate is
     `base_rate`; regression label = logit. Fields not named carry no signal.
@@ -280,6 +281,9 @@ class Planted:
         fields: {field name: weight}. Main effects.
         pairs: [[field a, field b, weight], ...]. Interactions.
         dense: {dense column index or name (`dense_i`): weight}.
+        bands: [[dense column index or name, low, high, weight], ...]: non-monotonic
+            effects, `weight` where the raw value lies in [low, high) (for checking
+            learned embeddings of numeric fields, e.g. AutoDis).
         noise: float. Standard deviation of the noise added to the logit.
         kind: "binary" or "regression".
         base_rate: float in (0, 1). Binary: the target share of positives.
@@ -290,6 +294,7 @@ class Planted:
     fields: dict = dataclasses.field(default_factory=dict)
     pairs: tuple = ()
     dense: dict = dataclasses.field(default_factory=dict)
+    bands: tuple = ()
     noise: float = 0.1
     kind: str = "binary"
     base_rate: float = 0.5
@@ -307,6 +312,11 @@ class Planted:
         dense = {(v if isinstance(v, str) and v.startswith("dense_") else f"dense_{int(v)}"):
                  float(w) for v, w in self.dense.items()}
         object.__setattr__(self, "dense", dense)
+        bands = tuple((v if isinstance(v, str) and v.startswith("dense_") else f"dense_{int(v)}",
+                       float(low), float(high), float(w)) for v, low, high, w in self.bands)
+        if any(not low < high for _, low, high, _ in bands):
+            raise ValueError(f"planted bands need low < high, got {self.bands}")
+        object.__setattr__(self, "bands", bands)
 
     @classmethod
     def parse(cls, value):
@@ -328,7 +338,8 @@ class Planted:
     def to_dict(self):
         """JSON-serialisable form (what `parse` reads back)."""
         return {"fields": dict(self.fields), "pairs": [list(p) for p in self.pairs],
-                "dense": dict(self.dense), "noise": self.noise, "kind": self.kind,
+                "dense": dict(self.dense), "bands": [list(b) for b in self.bands],
+                "noise": self.noise, "kind": self.kind,
                 "base_rate": self.base_rate, "dim": self.dim, "seed": self.seed}
 
 
@@ -413,7 +424,7 @@ class Generator:
         for name in list(p.fields) + [x for a, b, _ in p.pairs for x in (a, b)]:
             if name not in index:
                 raise ValueError(f"planted: no field {name!r}; fields: {sorted(index)}")
-        for name in p.dense:
+        for name in list(p.dense) + [b[0] for b in p.bands]:
             if name not in self.dense_names:
                 raise ValueError(f"planted: no dense column {name!r} ({self.num_dense} dense)")
         for name in dict.fromkeys(list(p.fields) + [x for a, b, _ in p.pairs for x in (a, b)]):
@@ -443,6 +454,9 @@ class Generator:
         for name, w in p.dense.items():
             x = dense[:, int(name.split("_")[1])].astype(np.float64)
             z += w * ((x - 0.5) * np.sqrt(12.0) if self.dense_dist == "uniform" else x)
+        for name, low, high, w in p.bands:
+            x = dense[:, int(name.split("_")[1])].astype(np.float64)
+            z += w * ((x >= low) & (x < high))
         return z + rng.normal(0.0, p.noise, len(z)) if p.noise else z
 
     @property
@@ -455,7 +469,8 @@ class Generator:
                "offset": self.offset,
                "logit": "sum_f w_f * mean(scalar_f[bag_f]) + sum_(a,b,w) w * "
                         "<mean(vector_a[bag_a]), mean(vector_b[bag_b])> + sum_i w_i * "
-                        "standardized dense_i + N(0, noise^2)",
+                        "standardized dense_i + sum_(i,low,high,w) w * [low <= dense_i < high]"
+                        " + N(0, noise^2)",
                "label": ("Bernoulli(sigmoid(logit - offset))" if self.planted.kind == "binary"
                          else "logit"),
                "values": "scalar_f = default_rng([seed, crc32(f), 0]).standard_normal(m); "

@@ -1,5 +1,6 @@
 """Keras 3 layers of DeepMix: feature interaction and residual blocks."""
 
+from deepmix_tf.layers.autodis import AutoDis
 from deepmix_tf.layers.dimension_search import DimensionSearchEmbedding
 from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.layers.feature_interaction.auto_group import AutoGroup
@@ -8,5 +9,5 @@ from deepmix_tf.layers.feature_interaction.gated_interaction import GatedInterac
 from deepmix_tf.layers.residual.deep_crossing_residual_unit import DeepCrossingResidualUnit
 from deepmix_tf.layers.residual.residual_block import ResidualBlock
 
-__all__ = ["AutoGroup", "CrossNetMix", "DeepCrossingResidualUnit", "DimensionSearchEmbedding",
+__all__ = ["AutoDis", "AutoGroup", "CrossNetMix", "DeepCrossingResidualUnit", "DimensionSearchEmbedding",
            "Dropout", "GatedInteraction", "ResidualBlock"]

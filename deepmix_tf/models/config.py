@@ -104,6 +104,15 @@ class Config:
         embedding_dims: {feature name: width} for embeddings whose width is not
             `embedding_dim` (a searched retrain). DLRM and the interaction layers, which
             need one width, get those embeddings mapped to `embedding_dim` by a linear map.
+        numeric_embedding: how numeric features enter: "raw" (their transformed values,
+            side by side in the dense vector), "autodis" (an AutoDis embedding each,
+            `layers.AutoDis`, joining the field embeddings) or "buckets" (equal-frequency
+            buckets of the training split, `numeric_buckets` of them, and an embedding
+            of the bucket).
+        numeric_fields: the numeric features "autodis" or "buckets" apply to (None: all).
+        numeric_buckets: AutoDis's meta-embeddings per field, or the equal-frequency
+            buckets.
+        autodis_temperature, autodis_skip: AutoDis's softmax temperature and skip factor.
         search_temperature: [start, end] of the Gumbel-softmax temperature (AutoGroup's
             sets, the dimension search's widths), annealed geometrically over the epochs.
         architecture_learning_rate: Adam's learning rate for architecture weights.
@@ -164,6 +173,11 @@ class Config:
     embedding_share: bool = False
     dimension_cost: float = 0.005
     embedding_dims: dict = None
+    numeric_embedding: str = "raw"
+    numeric_fields: list = None
+    numeric_buckets: int = 16
+    autodis_temperature: float = 0.1
+    autodis_skip: float = 0.1
     search_temperature: list = dataclasses.field(default_factory=lambda: [1.0, 0.05])
     architecture_learning_rate: float = 0.01
     architecture_warmup_epochs: int = 1
@@ -219,6 +233,11 @@ class Config:
         if any(not isinstance(w, int) or w < 1 for w in (self.embedding_dims or {}).values()):
             raise ValueError(f"embedding_dims must map features to positive ints, got "
                              f"{self.embedding_dims!r}")
+        if self.numeric_embedding not in ("raw", "autodis", "buckets"):
+            raise ValueError("numeric_embedding must be 'raw', 'autodis' or 'buckets', got "
+                             f"{self.numeric_embedding!r}")
+        if not isinstance(self.numeric_buckets, int) or self.numeric_buckets < 2:
+            raise ValueError(f"numeric_buckets must be an int >= 2, got {self.numeric_buckets!r}")
         if not self.dimension_cost >= 0:
             raise ValueError(f"dimension_cost must be >= 0, got {self.dimension_cost!r}")
         if not isinstance(self.holdout_every, int) or self.holdout_every < 2:

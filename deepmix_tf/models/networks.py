@@ -8,8 +8,9 @@ import keras_rs
 
 from deepmix_tf.layers import (AutoGroup, CrossNetMix, DeepCrossingResidualUnit,
                                GatedInteraction, ResidualBlock)
-from deepmix_tf.models.stacking import (common_width, embed, embedding_rows, l2_regularizer,
-                                        mlp, model_inputs, stack)
+from deepmix_tf.models.stacking import (common_width, embed, embedded_numeric_names,
+                                        embedding_rows, l2_regularizer, mlp, model_inputs,
+                                        stack)
 
 
 def deepmix(inputs, x0, config):
@@ -83,10 +84,10 @@ def build_network(preprocessor, config, meta, task, tables=None):
         return _biases(inputs, meta, config, task)
     one_width = config.model == "dlrm" or config.autofis != "off" or config.autogroup != "off"
     if one_width and config.embedding_dims:
-        embeddings = common_width(embeddings, embedded_names(inputs, meta), config)
+        embeddings = common_width(embeddings, embedded_names(inputs, meta, config), config)
     gated = None
     if config.autofis != "off" or config.autogroup != "off":
-        names = embedded_names(inputs, meta)
+        names = embedded_names(inputs, meta, config)
         if config.model == "dlrm" and dense is not None:
             names = ["bottom"] + names  # DLRM's interactions include its bottom MLP's vector
         gated = (gated_interaction(names, config) if config.autofis != "off"
@@ -101,10 +102,11 @@ def build_network(preprocessor, config, meta, task, tables=None):
     return keras.Model(inputs, task.head(x), name=config.model)
 
 
-def embedded_names(inputs, meta):
+def embedded_names(inputs, meta, config):
     """The features `embed` makes a vector of, in its order."""
     return [f["name"] for f in meta["features"]
-            if f["name"] in inputs and f["type"] in ("categorical", "multi_hot")]
+            if f["name"] in inputs and f["type"] in ("categorical", "multi_hot")] + \
+        embedded_numeric_names(inputs, meta, config)
 
 
 def gated_interaction(names, config):

@@ -4,6 +4,7 @@ output layers belong to the tasks: `deepmix_tf.tasks`)."""
 import keras
 import numpy as np
 
+from deepmix_tf.layers.autodis import AutoDis
 from deepmix_tf.layers.dimension_search import DimensionSearchEmbedding
 from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.layers.embedding import BagEmbedding, SparseEmbedding
@@ -80,6 +81,7 @@ def embed(inputs, meta, config, tables=None):
     if unknown:
         raise ValueError(f"embedding_dims names {unknown}, which are not embedded features "
                          "of this model")
+    embedded_numeric = embedded_numeric_names(inputs, meta, config)
     embeddings, dense = [], []
     for f in meta["features"]:
         if f["name"] not in inputs:
@@ -111,8 +113,9 @@ def embed(inputs, meta, config, tables=None):
             embeddings.append(keras.layers.Dense(
                 width, use_bias=False, kernel_regularizer=regularizer,
                 name=f"{f['name']}_embedding")(x))
-        elif f["type"] == "numeric":
+        elif f["type"] == "numeric" and f["name"] not in embedded_numeric:
             dense.append(keras.ops.expand_dims(x, -1))
+    embeddings += numeric_embeddings(inputs, embedded_numeric, meta, config)
     for name, table in (tables or {}).items():
         layer = DenseTable(table.shape[0], table.shape[1], name=f"{name}_table")
         dense.append(layer(inputs[row_input(name)]))
@@ -120,6 +123,49 @@ def embed(inputs, meta, config, tables=None):
     dense = (keras.layers.Concatenate(name="dense_features")(dense) if len(dense) > 1
              else dense[0] if dense else None)
     return embeddings, dense
+
+
+def embedded_numeric_names(inputs, meta, config):
+    """The numeric features that get an embedding (`Config.numeric_embedding`), in order."""
+    if config.numeric_embedding == "raw":
+        return []
+    numeric = [f["name"] for f in meta["features"]
+               if f["name"] in inputs and f["type"] == "numeric"]
+    if config.numeric_fields is None:
+        return numeric
+    unknown = sorted(set(config.numeric_fields) - set(numeric))
+    if unknown:
+        raise ValueError(f"numeric_fields names {unknown}, which are not numeric inputs of "
+                         f"this model; they are {numeric}")
+    return [n for n in numeric if n in config.numeric_fields]
+
+
+def numeric_embeddings(inputs, names, meta, config):
+    """One (batch, embedding_dim) vector per numeric feature of `names`: AutoDis, or an
+    embedding of its equal-frequency bucket (boundaries: `meta["numeric_boundaries"]`)."""
+    if not names:
+        return []
+    if config.numeric_embedding == "autodis":
+        values = keras.layers.Concatenate(name="autodis_inputs")(
+            [keras.ops.expand_dims(inputs[n], -1) for n in names]) if len(names) > 1 \
+            else keras.ops.expand_dims(inputs[names[0]], -1)
+        vectors = AutoDis(config.numeric_buckets, config.embedding_dim,
+                          temperature=config.autodis_temperature, skip=config.autodis_skip,
+                          embeddings_regularizer=l2_regularizer(config), name="autodis")(values)
+        return [vectors[:, i, :] for i in range(len(names))]
+    boundaries = meta.get("numeric_boundaries") or {}
+    missing = [n for n in names if n not in boundaries]
+    if missing:
+        raise ValueError(f"numeric_embedding='buckets' needs the training split's bucket "
+                         f"boundaries of {missing} (`trainer.numeric_boundaries`)")
+    out = []
+    for n in names:
+        index = keras.layers.Discretization(bin_boundaries=boundaries[n],
+                                            name=f"{n}_buckets")(inputs[n])
+        out.append(keras.layers.Embedding(len(boundaries[n]) + 1, config.embedding_dim,
+                                          embeddings_regularizer=l2_regularizer(config),
+                                          name=f"{n}_bucket_embedding")(index))
+    return out
 
 
 def common_width(embeddings, names, config):
@@ -133,10 +179,10 @@ def common_width(embeddings, names, config):
 
 def embedding_parameters(model):
     """Weights of the model's embeddings: the `<feature>_embedding` layers' tables (and
-    maps), and the `<feature>_to_common` maps."""
+    maps), the `<feature>_to_common` maps and AutoDis."""
     return int(sum(int(np.prod(w.shape)) for layer in model._flatten_layers(include_self=False)
                    if layer.name.endswith(("_embedding", "_to_common"))
-                   for w in layer.trainable_weights))
+                   or isinstance(layer, AutoDis) for w in layer.trainable_weights))
 
 
 def stack(embeddings, dense):

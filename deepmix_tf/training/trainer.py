@@ -203,6 +203,33 @@ def make_optimizer(config):
     return keras.optimizers.Adam(config.learning_rate)
 
 
+def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
+    """{numeric feature: the inner edges of `config.numeric_buckets` equal-frequency buckets}
+    of its transformed values in the training split (its first `max_rows` rows), for
+    `numeric_embedding="buckets"`."""
+    from deepmix_tf.models import feature_names
+    from deepmix_tf.models.preprocessing import NumericTransform
+
+    features = {f["name"]: f for f in meta["features"]}
+    names = [n for n in feature_names(config, meta) if features[n]["type"] == "numeric"
+             and (config.numeric_fields is None or n in config.numeric_fields)]
+    if not names:
+        return {}
+    values = {n: [] for n in names}
+    rows = 0
+    for batch, _ in tfrecords.make_dataset(dataset_dir, "train", 65_536):
+        for n in names:
+            f = features[n]
+            values[n].append(np.asarray(NumericTransform(f["clip"], f["transform"], f["mean"],
+                                                         f["std"])(batch[n])))
+        rows += len(values[names[0]][-1])
+        if rows >= max_rows:
+            break
+    levels = np.arange(1, config.numeric_buckets) / config.numeric_buckets
+    return {n: sorted(set(np.quantile(np.concatenate(v), levels).astype(float).tolist()))
+            for n, v in values.items()}
+
+
 def streams(config, meta):
     """Whether training streams the build's files rather than holding splits in memory."""
     if config.streaming == "auto":
@@ -226,6 +253,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     task = tasks.make_task(meta["task"])
     if strategy is None:
         strategy = tf.distribute.get_strategy()
+    if config.numeric_embedding == "buckets":
+        meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
     with strategy.scope():
         tables = load_tables(dataset_dir, config, meta)
         preprocessor, network, full = build_model(config, meta, tables)
