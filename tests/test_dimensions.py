@@ -214,3 +214,30 @@ def test_autodis_recovers_a_band_effect_better_than_the_standardized_value(tmp_p
         auc[mode] = trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / mode),
                                   log=lambda _: None, verbose=0)["val"]["auc"]
     assert auc["autodis"] > auc["raw"] + 0.01, auc
+
+
+def test_autodis_embeds_dense_table_columns_named_by_table_and_column(small_data, tmp_path):
+    build = tfrecords.build_tfrecords("movielens1m-rating", small_data["root"],
+                                      str(tmp_path / "out"), svd_dim=4, log=lambda _: None)
+    meta = tfrecords.read_metadata(build)
+    meta = {**meta, "table_columns": trainer.table_columns(build, meta)}
+    assert meta["table_columns"]["movie_graph"][:2] == ["log_count", "mean_rating"]
+    from deepmix_tf.models import load_tables
+
+    config = Config(dataset="movielens1m-rating", model="deepmix", embedding_dim=4)
+    tables = load_tables(build, config, meta)
+    width = meta["dense_tables"]["movie_graph"]["dim"]
+    _, plain, _ = build_model(config, meta, tables)
+    embedded = config.replace(numeric_embedding="autodis",
+                              numeric_fields=["movie_graph/log_count", "movie_graph/mean_rating"])
+    _, network, full = build_model(embedded, meta, tables)
+    assert network.get_layer("autodis").output.shape[1:] == (2, 4)
+    # Two columns leave the dense vector and come back as two 4-wide embeddings.
+    assert (network.get_layer("stacking").output.shape[-1]
+            == plain.get_layer("stacking").output.shape[-1] - 2 + 2 * 4)
+    assert width > 2
+    features = {k: v[:8] for k, v in tfrecords.read_examples(build, "test").items()
+                if k in full.input}
+    assert np.isfinite(np.asarray(full(features))).all()
+    with pytest.raises(ValueError, match="movie_graph/log_count"):
+        build_model(embedded.replace(numeric_fields=["movie_graph/nope"]), meta, tables)

@@ -109,7 +109,9 @@ class Config:
             `layers.AutoDis`, joining the field embeddings) or "buckets" (equal-frequency
             buckets of the training split, `numeric_buckets` of them, and an embedding
             of the bucket).
-        numeric_fields: the numeric features "autodis" or "buckets" apply to (None: all).
+        numeric_fields: what "autodis" or "buckets" apply to: numeric features, and (for
+            "autodis") dense-table columns as "<table>/<column>", e.g.
+            "movie_graph/log_count" (None: every numeric feature).
         numeric_buckets: AutoDis's meta-embeddings per field, or the equal-frequency
             buckets.
         autodis_temperature, autodis_skip: AutoDis's softmax temperature and skip factor.

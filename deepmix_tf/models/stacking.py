@@ -115,34 +115,48 @@ def embed(inputs, meta, config, tables=None):
                 name=f"{f['name']}_embedding")(x))
         elif f["type"] == "numeric" and f["name"] not in embedded_numeric:
             dense.append(keras.ops.expand_dims(x, -1))
-    embeddings += numeric_embeddings(inputs, embedded_numeric, meta, config)
+    values = {n: inputs[n] for n in embedded_numeric if n in inputs}
     for name, table in (tables or {}).items():
         layer = DenseTable(table.shape[0], table.shape[1], name=f"{name}_table")
-        dense.append(layer(inputs[row_input(name)]))
+        row = layer(inputs[row_input(name)])
         layer.set_weights([table])
+        columns = meta.get("table_columns", {}).get(name, [])
+        chosen = [i for i, c in enumerate(columns) if f"{name}/{c}" in embedded_numeric]
+        for i in chosen:  # table columns embedded like numeric features
+            values[f"{name}/{columns[i]}"] = row[:, i]
+        rest = [i for i in range(table.shape[1]) if i not in chosen]
+        if rest:
+            dense.append(row if not chosen else keras.ops.take(row, rest, axis=1))
+    embeddings += numeric_embeddings(values, embedded_numeric, meta, config)
     dense = (keras.layers.Concatenate(name="dense_features")(dense) if len(dense) > 1
              else dense[0] if dense else None)
     return embeddings, dense
 
 
 def embedded_numeric_names(inputs, meta, config):
-    """The numeric features that get an embedding (`Config.numeric_embedding`), in order."""
+    """The numeric inputs that get an embedding (`Config.numeric_embedding`), in order:
+    numeric features, then dense-table columns ("<table>/<column>", named in
+    `meta["table_columns"]`)."""
     if config.numeric_embedding == "raw":
         return []
     numeric = [f["name"] for f in meta["features"]
                if f["name"] in inputs and f["type"] == "numeric"]
+    columns = [f"{t}/{c}" for t, names in meta.get("table_columns", {}).items()
+               if row_input(t) in inputs for c in names]
     if config.numeric_fields is None:
         return numeric
-    unknown = sorted(set(config.numeric_fields) - set(numeric))
+    unknown = sorted(set(config.numeric_fields) - set(numeric) - set(columns))
     if unknown:
         raise ValueError(f"numeric_fields names {unknown}, which are not numeric inputs of "
-                         f"this model; they are {numeric}")
-    return [n for n in numeric if n in config.numeric_fields]
+                         f"this model; they are {numeric} and the dense-table columns "
+                         f"{columns or '(none named: trainer.table_columns)'}")
+    return [n for n in numeric + columns if n in config.numeric_fields]
 
 
 def numeric_embeddings(inputs, names, meta, config):
-    """One (batch, embedding_dim) vector per numeric feature of `names`: AutoDis, or an
-    embedding of its equal-frequency bucket (boundaries: `meta["numeric_boundaries"]`)."""
+    """One (batch, embedding_dim) vector per numeric input of `names` (`inputs`: name ->
+    (batch,) values): AutoDis, or an embedding of its equal-frequency bucket (boundaries:
+    `meta["numeric_boundaries"]`; numeric features only)."""
     if not names:
         return []
     if config.numeric_embedding == "autodis":
@@ -160,11 +174,12 @@ def numeric_embeddings(inputs, names, meta, config):
                          f"boundaries of {missing} (`trainer.numeric_boundaries`)")
     out = []
     for n in names:
+        safe = n.replace("/", "_")
         index = keras.layers.Discretization(bin_boundaries=boundaries[n],
-                                            name=f"{n}_buckets")(inputs[n])
+                                            name=f"{safe}_buckets")(inputs[n])
         out.append(keras.layers.Embedding(len(boundaries[n]) + 1, config.embedding_dim,
                                           embeddings_regularizer=l2_regularizer(config),
-                                          name=f"{n}_bucket_embedding")(index))
+                                          name=f"{safe}_bucket_embedding")(index))
     return out
 
 

@@ -203,6 +203,12 @@ def make_optimizer(config):
     return keras.optimizers.Adam(config.learning_rate)
 
 
+def table_columns(dataset_dir, meta):
+    """{dense table: its column names}, for `numeric_fields` of the form "<table>/<column>"."""
+    return {name: tfrecords.load_dense_table(dataset_dir, name, with_names=True)[2]
+            for name in meta["dense_tables"]}
+
+
 def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
     """{numeric feature: the inner edges of `config.numeric_buckets` equal-frequency buckets}
     of its transformed values in the training split (its first `max_rows` rows), for
@@ -211,6 +217,10 @@ def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
     from deepmix_tf.models.preprocessing import NumericTransform
 
     features = {f["name"]: f for f in meta["features"]}
+    columns = [n for n in config.numeric_fields or [] if "/" in n]
+    if columns:
+        raise ValueError(f"numeric_embedding='buckets' applies to numeric features, not to "
+                         f"dense-table columns {columns} (use 'autodis')")
     names = [n for n in feature_names(config, meta) if features[n]["type"] == "numeric"
              and (config.numeric_fields is None or n in config.numeric_fields)]
     if not names:
@@ -253,6 +263,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     task = tasks.make_task(meta["task"])
     if strategy is None:
         strategy = tf.distribute.get_strategy()
+    if config.numeric_embedding != "raw":
+        meta = {**meta, "table_columns": table_columns(dataset_dir, meta)}
     if config.numeric_embedding == "buckets":
         meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
     with strategy.scope():
