@@ -68,9 +68,9 @@ def main(argv):
         groups = interactions.write_group_search(model_dir, model, config)
         for g in groups:
             print(f"order {g['order']} set {g['set']}: {', '.join(g['fields']) or '(empty)'}")
-        kept = any(g["fields"] for g in groups)
+        kept = any(len(g["fields"]) >= g["order"] for g in groups)
         print(f"wrote {model_dir}/feature_sets.json, feature_sets.png"
-              + (", retrain_config.json" if kept else " (every set empty: no retrain config)"))
+              + (", retrain_config.json" if kept else " (no set with enough fields: no retrain config)"))
         return
     pairs = interactions.write_search(model_dir, model, config)
     kept = [p for p in pairs if p["kept"]]

@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from conftest import REPO, make_movielens, simple_splits, write_ml1m, write_rel
 from deepmix_tf import tasks
-from deepmix_tf.data import spec, splits, tfrecords
+from deepmix_tf.data import blocks, spec, splits, tfrecords
 from deepmix_tf.data.errors import DataFormatError
 from deepmix_tf.data.spec import SpecError
 
@@ -643,6 +644,22 @@ def test_a_held_out_slice_and_the_rest_partition_the_split(built, in_memory):
     assert sorted(pairs("held", in_memory=not in_memory)) == sorted(held)
     with pytest.raises(ValueError, match="holdout_every"):
         tfrecords.make_dataset(built[RATING], "train", 7, part="held", holdout_every=1)
+
+
+def test_the_held_out_slice_is_every_nth_row_of_each_file(small_data, tmp_path):
+    # Blocks of 5 rows: the slice runs across blocks of each file.
+    build = _build(small_data, tmp_path, block_rows=5)
+    meta = tfrecords.read_metadata(build)
+    expected = []
+    for name in meta["splits"]["train"]["files"]:
+        rows = [(int(u), int(m)) for block in tf.data.TFRecordDataset(
+                    os.path.join(build, name), compression_type=meta["compression"])
+                for parsed in [blocks.parse_block(block, meta["columns"], meta["label"])]
+                for u, m in zip(parsed["user_id"].numpy(), parsed["movie_id"].numpy())]
+        assert len(rows) > 10  # several blocks per file
+        expected += rows[::4]
+    held = tfrecords.read_examples(build, "train", part="held", holdout_every=4)
+    assert list(zip(held["user_id"].tolist(), held["movie_id"].tolist())) == expected
 
 
 def test_in_memory_reshuffles_each_epoch(built):

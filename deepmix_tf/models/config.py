@@ -242,6 +242,28 @@ class Config:
             raise ValueError(f"numeric_buckets must be an int >= 2, got {self.numeric_buckets!r}")
         if not self.dimension_cost >= 0:
             raise ValueError(f"dimension_cost must be >= 0, got {self.dimension_cost!r}")
+        if self.searches_architecture() and not 0 <= self.architecture_warmup_epochs < self.epochs:
+            raise ValueError(f"architecture_warmup_epochs must be in [0, epochs={self.epochs}) "
+                             f"for a search to take steps, got {self.architecture_warmup_epochs!r}")
+        if not self.architecture_learning_rate > 0:
+            raise ValueError("architecture_learning_rate must be > 0, got "
+                             f"{self.architecture_learning_rate!r}")
+        if self.autogroup_groups and self.autogroup != "on":
+            raise ValueError("autogroup_groups are the fixed sets of autogroup='on'; got "
+                             f"autogroup={self.autogroup!r}")
+        if self.numeric_fields is not None and self.numeric_embedding == "raw":
+            raise ValueError("numeric_fields picks the inputs of numeric_embedding 'autodis' "
+                             "or 'buckets'; numeric_embedding is 'raw'")
+        if (not self.autogroup_orders or any(not isinstance(p, int) or p < 1
+                                             for p in self.autogroup_orders)
+                or not isinstance(self.autogroup_sets, int) or self.autogroup_sets < 1):
+            raise ValueError("autogroup_orders must be ints >= 1 and autogroup_sets an int "
+                             f">= 1, got {self.autogroup_orders!r} and {self.autogroup_sets!r}")
+        candidates = self.embedding_candidates
+        if not candidates or any(not isinstance(w, int) or w < 1 for w in candidates) or \
+                sorted(set(candidates)) != list(candidates):
+            raise ValueError("embedding_candidates must be increasing positive ints, got "
+                             f"{candidates!r}")
         if not isinstance(self.holdout_every, int) or self.holdout_every < 2:
             raise ValueError(f"holdout_every must be an int >= 2, got {self.holdout_every!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:

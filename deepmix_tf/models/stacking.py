@@ -1,6 +1,8 @@
 """Deep Crossing's embedding and stacking layers, shared by DeepMix and its baselines (the
 output layers belong to the tasks: `deepmix_tf.tasks`)."""
 
+import zlib
+
 import keras
 import numpy as np
 
@@ -65,9 +67,10 @@ def embed(inputs, meta, config, tables=None):
         tables: {dense table name: standardized float32 (rows + 1, d)} or None.
 
     Returns:
-        (embeddings: list of (batch, embedding_dim) tensors, one per categorical and
-        multi-hot feature; dense: (batch, d) tensor of numeric features and dense table
-        rows, or None).
+        (embeddings: list of (batch, width) tensors, one per categorical and multi-hot
+        feature (width: `embedding_dims`' or `embedding_dim`), then one per embedded numeric
+        input (`Config.numeric_embedding`); dense: (batch, d) tensor of the other numeric
+        features and dense table columns, or None).
     """
     regularizer = l2_regularizer(config)
     # SGD updates only the rows of the batch when tables are gathered from as variables,
@@ -93,7 +96,9 @@ def embed(inputs, meta, config, tables=None):
             layer = DimensionSearchEmbedding(
                 embedding_rows(f), config.embedding_candidates, config.embedding_dim,
                 share_weights=config.embedding_share,
-                temperature=config.search_temperature[0], seed=config.seed,
+                temperature=config.search_temperature[0],
+                # A seed per field: each draws its own Gumbel noise.
+                seed=config.seed + zlib.crc32(f["name"].encode()) % 100_000,
                 embeddings_regularizer=table_regularizer,
                 pooling=f["pooling"] if bag else None, name=f"{f['name']}_embedding")
             embeddings.append(layer(x))

@@ -102,8 +102,10 @@ class GatedAdam(keras.optimizers.Adam):
     def apply(self, grads, trainable_variables=None):
         from deepmix_tf.layers.feature_interaction.gated_interaction import GATES
 
-        if trainable_variables is None:  # Keras' own call after `build`
-            trainable_variables = self._trainable_variables
+        if trainable_variables is None:
+            # Adam's own list leaves the gates out: the gradients could not be matched.
+            raise ValueError("GatedAdam.apply needs the variables beside the gradients "
+                             "(apply_gradients(zip(grads, variables)))")
         pairs = list(zip(grads, trainable_variables))
         gates = [(g, v) for g, v in pairs if v.name == GATES]
         rest = [(g, v) for g, v in pairs if v.name != GATES]

@@ -41,6 +41,14 @@ class ArchitectureSearch(keras.callbacks.Callback):
     each epoch's start, every searched layer's `temperature` is set along
     `temperature(epoch, epochs, *temperatures)`, so a resumed run anneals the same way.
 
+    The held-out step runs the model in training mode (Gumbel samples, batch statistics),
+    then puts the batch normalisations' moving statistics back: held-out rows never shape
+    the ordinary model. With `steps_per_execution` > 1 it steps once per execution. At the
+    end of training the architecture weights are those of the last epoch, whatever epoch
+    early stopping restores the other weights from: the search's outcome is where it
+    ended, and the retrain starts from scratch anyway. Its Adam state is not saved: a
+    resumed search restarts it.
+
     Args:
         dataset: a repeating dataset of (features, label) held-out batches (preprocessed
             features, as the network takes them).
@@ -83,9 +91,11 @@ class ArchitectureSearch(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         model, weights, optimizer, loss_fn = self.model, self.weights, self.optimizer, self.loss
         cost_weight = self.cost_weight
+        moving = [v for v in self.model.non_trainable_weights if "moving_" in v.path]
 
         @tf.function
         def step(features, labels):
+            statistics = [tf.identity(v.value) for v in moving]
             with tf.GradientTape() as tape:
                 for v in weights:
                     tape.watch(v.value)
@@ -97,6 +107,8 @@ class ArchitectureSearch(keras.callbacks.Callback):
                         [layer.architecture_cost() for layer in costed]) / len(costed)
             grads = tape.gradient(loss, [v.value for v in weights])
             optimizer.apply(grads, weights)
+            for v, value in zip(moving, statistics):
+                v.assign(value)
             return loss
 
         self._step = step
@@ -108,6 +120,7 @@ class ArchitectureSearch(keras.callbacks.Callback):
             layer.temperature.assign(t)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._final = [v.numpy() for v in self.weights]
         if self._writer is None:
             return
         with self._writer.as_default(step=epoch):
@@ -115,6 +128,11 @@ class ArchitectureSearch(keras.callbacks.Callback):
                 for name, value in getattr(layer, "architecture_summary", dict)().items():
                     tf.summary.scalar(f"{layer.name}/{name}", value)
             self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        # After `EarlyStopping`'s restore (this callback comes after it).
+        for v, value in zip(self.weights, getattr(self, "_final", [])):
+            v.assign(value)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.epoch < self.warmup_epochs:

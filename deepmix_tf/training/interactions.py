@@ -67,13 +67,15 @@ def searched_groups(model):
 
 
 def group_retrain_config(config, groups):
-    """The config that retrains with the non-empty searched sets, fixed."""
+    """The config that retrains with the searched sets that interact, fixed: an order-p set
+    needs p fields or more (p >= 2), or its interaction is 0."""
     kept = {}
     for g in groups:
-        if g["fields"]:
+        if len(g["fields"]) >= max(1, g["order"]):
             kept.setdefault(str(g["order"]), []).append(list(g["fields"]))
     if not kept:
-        raise ValueError("the search left every feature set empty: no set to retrain with")
+        raise ValueError("the search left no set with enough fields to interact (p fields "
+                         "for order p): no set to retrain with")
     return config.replace(autogroup="on", autogroup_groups=kept)
 
 
@@ -112,7 +114,7 @@ def write_group_search(model_dir, model, config):
                 "temperature": config.search_temperature,
                 "holdout_every": config.holdout_every, "sets": groups})
     group_map(groups, os.path.join(model_dir, "feature_sets.png"))
-    if any(g["fields"] for g in groups):
+    if any(len(g["fields"]) >= g["order"] for g in groups):
         group_retrain_config(config, groups).to_json(
             os.path.join(model_dir, "retrain_config.json"))
     return groups

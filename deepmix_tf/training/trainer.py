@@ -319,7 +319,9 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         if workers > 1:
             steps_per_epoch = -(-train_examples // config.batch_size)
             val_ds = None  # see `_Validation`
-    throughput = _Throughput(train_examples)
+    # A search trains the ordinary weights on the training split less its held-out slice.
+    throughput = _Throughput(round(train_examples * (1 - 1 / config.holdout_every)) if search
+                             else train_examples)
     history_csv = os.path.join(model_dir, "history.csv")
     backup = _Backup(os.path.join(model_dir, "backup"), chief=chief, scratch_dir=out_dir)
     if chief and not os.path.isdir(backup.backup_dir) and os.path.exists(history_csv):
@@ -331,7 +333,6 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         os.path.join(model_dir, "logs", "architecture") if chief else None)
         if search else None)
     callbacks = [
-        *([searcher] if search else []),
         *([_Validation(dataset("validation"), task, compiled_loss)] if val_ds is None
           else []),
         # The history row of an epoch is written before its backup: a kill between the two
@@ -342,6 +343,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         keras.callbacks.EarlyStopping(monitor=task.monitor, patience=config.patience,
                                       restore_best_weights=True),
         throughput,
+        # After EarlyStopping: the search keeps its last architecture (see its docstring).
+        *([searcher] if search else []),
     ]
     if not distribute.is_default(strategy):
         # Keras 3 tries to average a first batch over replicas before `fit`, which fails

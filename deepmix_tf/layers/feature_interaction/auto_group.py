@@ -94,8 +94,10 @@ class AutoGroup(keras.layers.Layer):
         self.structure, self.field_weights = [], []
         for p, n in zip(self.orders, self.sets):
             if self.groups is None:
-                # Small random logits break the symmetry between an order's sets.
-                init = keras.initializers.RandomNormal(stddev=0.01, seed=self.seed)
+                # Small random logits break the symmetry between an order's sets (a seed
+                # per order, so orders differ too).
+                init = keras.initializers.RandomNormal(
+                    stddev=0.01, seed=None if self.seed is None else self.seed + p)
             else:
                 inside = [[0.0] * n for _ in range(self.num_fields)]
                 for j, members in enumerate(self.groups[p]):
