@@ -13,6 +13,7 @@ class DimensionSearchEmbedding(keras.layers.Layer):
 
         e_k = BN_k(E_k[x] W_k)                      E_k: (rows, w_k), W_k: (w_k, output_dim)
         e   = sum_k p_k e_k,    p = GumbelSoftmax(alpha / temperature)   while searching
+                                (a sample per example)
         e   = e_argmax(alpha)                                            otherwise
 
     Each candidate width `w_k` has its own table `E_k` (or, with `share_weights`, the first
@@ -121,10 +122,13 @@ class DimensionSearchEmbedding(keras.layers.Layer):
         stacked = ops.stack(outputs, axis=1)  # (batch, candidates, output_dim)
         logits = ops.convert_to_tensor(self.logits)
         if training:
+            # A relaxed sample per example: the batch's gradient averages over many.
+            logits = ops.broadcast_to(logits, (ops.shape(stacked)[0], len(self.candidates)))
             p = gumbel_softmax(logits, self.temperature, self.seed_generator)
         else:
             p = ops.one_hot(ops.argmax(logits), len(self.candidates), dtype=stacked.dtype)
-        return ops.einsum("bkd,k->bd", stacked, ops.cast(p, stacked.dtype))
+            p = ops.broadcast_to(p, (ops.shape(stacked)[0], len(self.candidates)))
+        return ops.einsum("bkd,bk->bd", stacked, ops.cast(p, stacked.dtype))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)
