@@ -126,3 +126,15 @@ def small_data(tmp_path):
     write_rel(root, users, movies, ratings, rating_split, movie_split)
     return {"root": str(root), "users": users, "movies": movies, "ratings": ratings,
             "rating_split": rating_split, "movie_split": movie_split}
+
+
+def assert_reloads_equal(model, features, path):
+    """Saves `model` to `path`, loads it back, and checks it predicts what it did on
+    `features`; returns the loaded model."""
+    import keras
+
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(model(features)),
+                               atol=1e-6)
+    return loaded

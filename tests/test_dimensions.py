@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import assert_reloads_equal
+
 from deepmix_tf.data import generate as gen
 from deepmix_tf.data import tfrecords
 from deepmix_tf.layers import AutoDis, DimensionSearchEmbedding
@@ -119,10 +121,7 @@ def test_a_search_writes_its_widths_and_round_trips(tmp_path):
     # Saved and loaded, the searched model predicts the same (hard widths at inference).
     features = {k: v[:64] for k, v in tfrecords.read_examples(build, "test").items()
                 if k in model.input}
-    model.save(tmp_path / "again.keras")
-    loaded = keras.saving.load_model(tmp_path / "again.keras")
-    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(model(features)),
-                               atol=1e-6)
+    loaded = assert_reloads_equal(model, features, tmp_path / "again.keras")
     assert dimensions.searched_widths(loaded) == widths
 
 
@@ -201,10 +200,7 @@ def test_numeric_fields_embed_by_autodis_or_equal_frequency_buckets(tmp_path):
     _, _, model = build_model(buckets, {**meta, "numeric_boundaries": boundaries})
     features = {k: v[:16] for k, v in tfrecords.read_examples(build, "test").items()
                 if k in model.input}
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(model(features)),
-                               atol=1e-6)
+    loaded = assert_reloads_equal(model, features, tmp_path / "m.keras")
     with pytest.raises(ValueError, match="needs the training split's bucket"):
         build_model(buckets, meta)
     with pytest.raises(ValueError, match="not numeric inputs"):

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import assert_reloads_equal
+
 from deepmix_tf.data import generate as gen
 from deepmix_tf.data import tfrecords
 from deepmix_tf.layers import AutoGroup, GatedInteraction
@@ -160,10 +162,7 @@ def test_a_retrained_model_has_only_the_kept_pairs_and_round_trips(tmp_path):
                                                                        ["cat_0", "cat_5"]]
     features = {k: v[:32] for k, v in tfrecords.read_examples(build, "test").items()
                 if k in full.input}
-    full.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(full(features)),
-                               atol=1e-6)
+    loaded = assert_reloads_equal(full, features, tmp_path / "m.keras")
     assert interactions.find_layer(loaded).pairs == [[2, 3], [0, 5]]
     with pytest.raises(ValueError, match="no vector here"):
         build_model(config.replace(autofis_pairs=[["cat_0", "nope"], ["cat_1", "cat_2"]]),
@@ -357,10 +356,7 @@ def test_the_group_retrain_keeps_exactly_the_chosen_sets_and_round_trips(tmp_pat
         ["cat_0", "cat_1"], ["cat_2", "cat_3", "cat_6"]]
     features = {k: v[:32] for k, v in tfrecords.read_examples(build, "test").items()
                 if k in full.input}
-    full.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(loaded(features)), np.asarray(full(features)),
-                               atol=1e-6)
+    loaded = assert_reloads_equal(full, features, tmp_path / "m.keras")
     assert interactions.find_layer(loaded, "autogroup", AutoGroup).feature_sets() == {
         2: [[0, 1]], 3: [[2, 3, 6]]}
     with pytest.raises(ValueError, match="no set with enough fields"):

@@ -48,6 +48,17 @@ def retrain_config(config, pairs):
                           autofis_gates=[p["gate"] for p in kept])
 
 
+def _save_png(fig, path):
+    """Writes a matplotlib figure to `path` through a temporary file, and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def searched_groups(model):
     """[{"order", "set", "fields": [names], "weights": [w per field], "probabilities":
     {name: P(in) for every field}}] of a model's AutoGroup sets, in order then set order."""
@@ -96,11 +107,7 @@ def group_map(groups, path, title=""):
     ax.set_yticks(range(len(names)), names)
     ax.set_title(title or "AutoGroup: P(field in set)")
     fig.colorbar(image, ax=ax, label="P(in)", shrink=0.8)
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_png(fig, path)
 
 
 def write_group_search(model_dir, model, config):
@@ -146,11 +153,7 @@ def heat_map(pairs, path, title=""):
             else "")
     ax.set_title(title or f"AutoFIS gates: {kept} of {len(pairs)} pairs{more} kept (blank: 0)")
     fig.colorbar(image, ax=ax, label="|gate|", shrink=0.8)
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_png(fig, path)
 
 
 def write_search(model_dir, model, config):
