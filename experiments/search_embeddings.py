@@ -2,8 +2,8 @@
 every candidate width, mixed by Gumbel-softmax width logits that train on a held-out slice
 of the training split; then writes beside the run:
 
-- `dimensions.json`: each field's chosen width, the candidates' probabilities, and the
-  tables' size at those widths;
+- `dimensions.json`: each field's chosen width (with `--buckets`, one per frequency bucket
+  of its values), the candidates' probabilities, and the tables' size at those widths;
 - `retrain_config.json`: the run's config with those widths (`embedding_dims`), for
   `python -m experiments.train --config <model_dir>/retrain_config.json`.
 
@@ -21,6 +21,8 @@ from experiments import train as train_cli
 FLAGS = flags.FLAGS
 flags.DEFINE_list("candidates", None, "Candidate widths (default 2,4,8,16,32,64).")
 flags.DEFINE_boolean("share_weights", None, "Candidates are slices of one widest table.")
+flags.DEFINE_integer("buckets", None, "NIS's frequency buckets per single-id field: a width "
+                     "is searched for each (Config.embedding_buckets).")
 flags.DEFINE_float("dimension_cost", None, "Weight of the expected table size in the "
                    "held-out loss (Config.dimension_cost).")
 flags.DEFINE_list("search_temperature", None, "start,end of the annealed Gumbel-softmax "
@@ -44,6 +46,8 @@ def main(argv):
         changes["embedding_candidates"] = [int(w) for w in FLAGS.candidates]
     if FLAGS.share_weights is not None:
         changes["embedding_share"] = FLAGS.share_weights
+    if FLAGS.buckets is not None:
+        changes["embedding_buckets"] = FLAGS.buckets
     if FLAGS.search_temperature is not None:
         changes["search_temperature"] = [float(t) for t in FLAGS.search_temperature]
     for name in ("dimension_cost", "architecture_learning_rate", "holdout_every"):
@@ -57,8 +61,14 @@ def main(argv):
     widths = dimensions.write_search(model_dir, load_model(os.path.join(model_dir,
                                                                         "model.keras")), config)
     for w in widths:
-        chosen = w["probabilities"][str(w["width"])]
-        print(f"  {w['field']}: width {w['width']} (p {chosen:.3f}, {w['rows']:,} rows)")
+        if "bucket_rows" not in w:
+            chosen = w["probabilities"][str(w["width"])]
+            print(f"  {w['field']}: width {w['width']} (p {chosen:.3f}, {w['rows']:,} rows)")
+            continue
+        for b, (width, p, rows) in enumerate(zip(w["width"], w["probabilities"],
+                                                  w["bucket_rows"])):
+            print(f"  {w['field']} bucket {b}: width {width} (p {p[str(width)]:.3f}, "
+                  f"{rows:,} rows)")
     print(f"table parameters at these widths: {dimensions.table_parameters(widths):,} "
           f"(at width {config.embedding_dim}: "
           f"{sum(w['rows'] for w in widths) * config.embedding_dim:,})")

@@ -12,8 +12,9 @@ from conftest import assert_reloads_equal
 
 from deepmix_tf.data import generate as gen
 from deepmix_tf.data import tfrecords
-from deepmix_tf.layers import AutoDis, DimensionSearchEmbedding
-from deepmix_tf.models import Config, build_model
+from deepmix_tf.layers import (AutoDis, DimensionSearchEmbedding, FrequencyBucketEmbedding,
+                               frequency_buckets)
+from deepmix_tf.models import Config, build_model, load_tables
 from deepmix_tf.models.preprocessing import NumericTransform
 from deepmix_tf.models.stacking import embedding_parameters, embedding_rows
 from deepmix_tf.training import dimensions, trainer
@@ -123,6 +124,106 @@ def test_a_search_writes_its_widths_and_round_trips(tmp_path):
                 if k in model.input}
     loaded = assert_reloads_equal(model, features, tmp_path / "again.keras")
     assert dimensions.searched_widths(loaded) == widths
+
+
+def test_frequency_buckets_hold_equal_shares_of_the_occurrences_head_first():
+    counts = np.array([0, 10, 1, 5, 1, 3, 0, 25, 10])
+    # Ranked: row 7 (25), rows 1 and 8 (10 each, the lower row first), 3, 5, 2, 4, then
+    # the unseen 0 and 6. Of 55 occurrences, 0 come before row 7 and 25 before row 1:
+    # both start within the first half; 35 come before row 8, which starts the second.
+    np.testing.assert_array_equal(frequency_buckets(counts, 2), [1, 0, 1, 1, 1, 1, 1, 0, 1])
+    np.testing.assert_array_equal(frequency_buckets(counts, 3), [2, 1, 2, 2, 2, 2, 2, 0, 1])
+    np.testing.assert_array_equal(frequency_buckets(counts, 1), np.zeros(9))
+    x = np.array([0, 1, 7, 8, 3])
+    bucket_of = frequency_buckets(counts, 2)
+    layer = FrequencyBucketEmbedding(np.bincount(bucket_of).tolist(), [8, 2])
+    layer(x)
+    layer.set_buckets(bucket_of)
+    assert [tuple(t.shape) for t in layer.tables] == [(2, 8), (7, 2)]
+    assert layer.maps[0] is None and tuple(layer.maps[1].shape) == (2, 8)
+    # Each row is its bucket's table row at its place among that bucket's rows (tail:
+    # rows 0, 2, 3, 4, 5, 6, 8).
+    head, tail, w = (layer.tables[0].numpy(), layer.tables[1].numpy(), layer.maps[1].numpy())
+    expected = np.stack([tail[0] @ w, head[0], head[1], tail[6] @ w, tail[2] @ w])
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="built for"):
+        layer.set_buckets(np.zeros(9, np.int32))
+
+
+def test_a_bucketed_search_samples_each_id_from_its_buckets_logits():
+    bucket_of = np.array([0, 0, 1, 1, 1, 1], np.int32)
+    layer = DimensionSearchEmbedding(6, candidates=[2, 4, 8], output_dim=4,
+                                     bucket_rows=[2, 4])
+    x = np.array([0, 3, 1, 5])
+    layer(x)
+    layer.set_buckets(bucket_of)
+    assert tuple(layer.logits.shape) == (2, 3)
+    layer.logits.assign([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0]])  # head: 8, tail: 2
+    assert layer.chosen_width() == [8, 2]
+    expected = np.where(bucket_of[x][:, None] == 0, _path(layer, x, 2), _path(layer, x, 0))
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-6)
+    # The expected size weighs each bucket by its rows.
+    layer.logits.assign([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert float(layer.architecture_cost()) == pytest.approx((2 + 4 + 8) / 3 / 8)
+    layer.logits.assign([[-50.0, -50.0, 50.0], [50.0, -50.0, -50.0]])
+    assert float(layer.architecture_cost()) == pytest.approx(2 / 6 * 1 + 4 / 6 * 2 / 8)
+    assert set(layer.architecture_summary()) == {f"bucket_{b}/width_{w}" for b in (0, 1)
+                                                 for w in (2, 4, 8)}
+    with pytest.raises(ValueError, match="bags"):
+        DimensionSearchEmbedding(6, bucket_rows=[2, 4], pooling="sum")
+
+
+def test_a_bucketed_search_retrains_with_a_width_per_bucket(small_data, tmp_path):
+    build = tfrecords.build_tfrecords("movielens1m-rating", small_data["root"],
+                                      str(tmp_path / "tf"), svd_dim=4, log=lambda _: None)
+    config = trainer.default_config(
+        "movielens1m-rating", "deepmix", embedding_search="search", epochs=2, batch_size=64,
+        embedding_candidates=[2, 4, 8], embedding_dim=8, embedding_buckets=2,
+        architecture_warmup_epochs=0, head_units=[8], num_experts=2, low_rank=4)
+    trainer.train(config, dataset_dir=build, model_dir=str(tmp_path / "s"),
+                  log=lambda _: None, verbose=0)
+    model = keras.saving.load_model(tmp_path / "s" / "model.keras")
+    widths = dimensions.write_search(str(tmp_path / "s"), model, config)
+    meta = tfrecords.read_metadata(build)
+    buckets = trainer.frequency_buckets(build, meta, config)
+    single = [f["name"] for f in meta["features"] if f["type"] == "categorical"
+              and f["name"] in model.input]
+    assert [w["field"] for w in widths] == single and set(buckets) == set(single)
+    for w in widths:
+        assert w["bucket_rows"] == np.bincount(buckets[w["field"]], minlength=2).tolist()
+        assert len(w["width"]) == 2 and len(w["probabilities"]) == 2
+    # The users' head bucket holds fewer users than the tail (their counts differ).
+    users = np.bincount(buckets["user_id"], minlength=2)
+    assert 0 < users[0] < users[1]
+    # A retrain from chosen widths: a table of each bucket's rows at its width.
+    chosen = {"user_id": [8, 2], "movie_id": [4, 4]}
+    retrain = dimensions.retrain_config(config, [
+        {"field": "user_id", "width": [8, 2]}, {"field": "movie_id", "width": [4, 4]}])
+    assert retrain.embedding_dims == {"user_id": [8, 2], "movie_id": 4}
+    retrain = retrain.replace(embedding_dims=chosen)
+    tables = load_tables(build, retrain, meta)
+    _, network, full = build_model(retrain, {**meta, "frequency_buckets": buckets}, tables)
+    user = network.get_layer("user_id_embedding")
+    assert [tuple(t.shape) for t in user.tables] == [(users[0], 8), (users[1], 2)]
+    np.testing.assert_array_equal(user.bucket_of.numpy(), buckets["user_id"])
+    movie = network.get_layer("movie_id_embedding")  # both buckets at 4: no map
+    assert [tuple(t.shape) for t in movie.tables] == [
+        (n, 4) for n in np.bincount(buckets["movie_id"], minlength=2)] and movie.maps == [None] * 2
+    assert user.output.shape[-1] == 8 and movie.output.shape[-1] == 4
+    assert dimensions.table_parameters(
+        [{"field": "u", "rows": int(users.sum()), "bucket_rows": users.tolist(),
+          "width": [8, 2]}]) == users[0] * 8 + users[1] * 2
+    features = {k: v[:16] for k, v in tfrecords.read_examples(build, "test").items()
+                if k in full.input}
+    assert_reloads_equal(full, features, tmp_path / "retrain.keras")
+    assert_reloads_equal(model, features, tmp_path / "search.keras")
+    with pytest.raises(ValueError, match="one per bucket"):
+        retrain.replace(embedding_dims={"user_id": [8, 2, 2]})
+    with pytest.raises(ValueError, match="frequency buckets"):
+        build_model(retrain, meta, tables)
+    with pytest.raises(ValueError, match="only single-id"):
+        build_model(retrain.replace(embedding_dims={"genres": [8, 2]}),
+                    {**meta, "frequency_buckets": buckets}, tables)
 
 
 @pytest.mark.slow

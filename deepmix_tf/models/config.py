@@ -97,12 +97,18 @@ class Config:
             AutoGroup's). `experiments.search_embeddings` runs it and writes the retrain
             config (`embedding_dims`).
         embedding_candidates: the candidate widths of the search.
+        embedding_buckets: 1, or NIS's frequency buckets: each single-id categorical
+            field's values split by their training frequency into this many buckets of an
+            equal share of the occurrences (`layers.frequency_buckets`; head values first).
+            The search then picks a width per bucket, and `embedding_dims` gives a list
+            of widths per field (`layers.FrequencyBucketEmbedding`).
         embedding_share: the search's candidates are slices of one widest table.
         dimension_cost: weight of the expected table size (a fraction of the widest
             candidate's, averaged over fields) added to the search's held-out loss: without
             it a field that carries no signal may keep any width (BUILD.md, "AutoDim").
         embedding_dims: {feature name: width} for embeddings whose width is not
-            `embedding_dim` (a searched retrain). DLRM and the interaction layers, which
+            `embedding_dim` (a searched retrain); with `embedding_buckets`, a width or a
+            list of one width per bucket (the embedding's width is then the largest). DLRM and the interaction layers, which
             need one width, get those embeddings mapped to `embedding_dim` by a linear map.
         numeric_embedding: how numeric features enter: "raw" (their transformed values,
             side by side in the dense vector), "autodis" (an AutoDis embedding each,
@@ -173,6 +179,7 @@ class Config:
     embedding_search: str = "off"
     embedding_candidates: list = dataclasses.field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
     embedding_share: bool = False
+    embedding_buckets: int = 1
     dimension_cost: float = 0.005
     embedding_dims: dict = None
     numeric_embedding: str = "raw"
@@ -232,9 +239,19 @@ class Config:
         if self.embedding_search == "search" and self.embedding_dims:
             raise ValueError("embedding_search='search' searches the widths that "
                              "embedding_dims would fix: give one or the other")
-        if any(not isinstance(w, int) or w < 1 for w in (self.embedding_dims or {}).values()):
-            raise ValueError(f"embedding_dims must map features to positive ints, got "
-                             f"{self.embedding_dims!r}")
+        if not isinstance(self.embedding_buckets, int) or self.embedding_buckets < 1:
+            raise ValueError(f"embedding_buckets must be an int >= 1, got "
+                             f"{self.embedding_buckets!r}")
+
+        def width(w):
+            if isinstance(w, list) and self.embedding_buckets > 1:
+                return len(w) == self.embedding_buckets and all(map(width, w))
+            return isinstance(w, int) and not isinstance(w, bool) and w >= 1
+
+        if not all(map(width, (self.embedding_dims or {}).values())):
+            raise ValueError(f"embedding_dims must map features to positive ints (or, with "
+                             f"embedding_buckets={self.embedding_buckets} > 1, lists of one "
+                             f"per bucket), got {self.embedding_dims!r}")
         if self.numeric_embedding not in ("raw", "autodis", "buckets"):
             raise ValueError("numeric_embedding must be 'raw', 'autodis' or 'buckets', got "
                              f"{self.numeric_embedding!r}")

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 
 from deepmix_tf.layers.autodis import AutoDis
-from deepmix_tf.layers.dimension_search import DimensionSearchEmbedding
+from deepmix_tf.layers.dimension_search import (DimensionSearchEmbedding,
+                                               FrequencyBucketEmbedding)
 from deepmix_tf.layers.dropout import Dropout
 from deepmix_tf.layers.embedding import BagEmbedding, SparseEmbedding
 from deepmix_tf.models.preprocessing import row_input
@@ -66,9 +67,13 @@ def embed(inputs, meta, config, tables=None):
         meta: the build's metadata (its features, in order).
         tables: {dense table name: standardized float32 (rows + 1, d)} or None.
 
+    With `config.embedding_buckets` > 1, `meta["frequency_buckets"]` gives each single-id
+    categorical field's rows' buckets (`trainer.frequency_buckets`).
+
     Returns:
         (embeddings: list of (batch, width) tensors, one per categorical and multi-hot
-        feature (width: `embedding_dims`' or `embedding_dim`), then one per embedded numeric
+        feature (width: `embedding_dims`' (its largest, per bucket) or `embedding_dim`),
+        then one per embedded numeric
         input (`Config.numeric_embedding`); dense: (batch, d) tensor of the other numeric
         features and dense table columns, or None).
     """
@@ -85,6 +90,18 @@ def embed(inputs, meta, config, tables=None):
         raise ValueError(f"embedding_dims names {unknown}, which are not embedded features "
                          "of this model")
     embedded_numeric = embedded_numeric_names(inputs, meta, config)
+    buckets = meta.get("frequency_buckets") or {}
+    if config.embedding_buckets > 1:
+        single = [f["name"] for f in meta["features"]
+                  if f["name"] in inputs and f["type"] == "categorical"]
+        missing = sorted(set(single) - set(buckets))
+        if missing:
+            raise ValueError(f"embedding_buckets={config.embedding_buckets} needs the rows' "
+                             f"frequency buckets of {missing} (`trainer.frequency_buckets`)")
+    lists = sorted(n for n, w in widths.items() if isinstance(w, list) and n not in buckets)
+    if lists:
+        raise ValueError(f"embedding_dims gives {lists} a width per frequency bucket; only "
+                         "single-id categorical fields have buckets")
     embeddings, dense = [], []
     for f in meta["features"]:
         if f["name"] not in inputs:
@@ -92,6 +109,9 @@ def embed(inputs, meta, config, tables=None):
         x = inputs[f["name"]]
         width = widths.get(f["name"], config.embedding_dim)
         bag = f["type"] == "multi_hot" and f["dtype"] == "int64_list"
+        bucket_of = buckets.get(f["name"]) if config.embedding_buckets > 1 else None
+        bucket_rows = (np.bincount(bucket_of, minlength=config.embedding_buckets).tolist()
+                       if bucket_of is not None else None)
         if config.embedding_search == "search" and (f["type"] == "categorical" or bag):
             layer = DimensionSearchEmbedding(
                 embedding_rows(f), config.embedding_candidates, config.embedding_dim,
@@ -100,8 +120,17 @@ def embed(inputs, meta, config, tables=None):
                 # A seed per field: each draws its own Gumbel noise.
                 seed=config.seed + zlib.crc32(f["name"].encode()) % 100_000,
                 embeddings_regularizer=table_regularizer,
-                pooling=f["pooling"] if bag else None, name=f"{f['name']}_embedding")
+                pooling=f["pooling"] if bag else None, bucket_rows=bucket_rows,
+                name=f"{f['name']}_embedding")
             embeddings.append(layer(x))
+            if bucket_rows:
+                layer.set_buckets(bucket_of)
+        elif isinstance(width, list):
+            layer = FrequencyBucketEmbedding(bucket_rows, width,
+                                             embeddings_regularizer=table_regularizer,
+                                             name=f"{f['name']}_embedding")
+            embeddings.append(layer(x))
+            layer.set_buckets(bucket_of)
         elif f["type"] == "categorical":
             layer = embedding_cls(embedding_rows(f), width,
                                   embeddings_regularizer=table_regularizer,

@@ -240,6 +240,32 @@ def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
             for n, v in values.items()}
 
 
+def frequency_buckets(dataset_dir, meta, config, max_rows=10_000_000):
+    """{single-id categorical feature: each embedding row's frequency bucket} (NIS's
+    search space, `Config.embedding_buckets`), from the rows' counts in the training split
+    (its first `max_rows` rows) after the model's own lookups."""
+    from deepmix_tf.layers import frequency_buckets as buckets_of
+    from deepmix_tf.models import feature_names
+    from deepmix_tf.models.preprocessing import build_preprocessor
+    from deepmix_tf.models.stacking import embedding_rows
+
+    features = {f["name"]: f for f in meta["features"]}
+    names = [n for n in feature_names(config, meta) if features[n]["type"] == "categorical"]
+    if not names:
+        return {}
+    lookup = build_preprocessor(meta, names)
+    counts = {n: np.zeros(embedding_rows(features[n]), np.int64) for n in names}
+    rows = 0
+    for batch, _ in tfrecords.make_dataset(dataset_dir, "train", 65_536):
+        index = lookup({n: batch[n] for n in lookup.input})
+        for n in names:
+            counts[n] += np.bincount(np.asarray(index[n]).ravel(), minlength=len(counts[n]))
+        rows += int(np.asarray(index[names[0]]).shape[0])
+        if rows >= max_rows:
+            break
+    return {n: buckets_of(c, config.embedding_buckets) for n, c in counts.items()}
+
+
 def streams(config, meta):
     """Whether training streams the build's files rather than holding splits in memory."""
     if config.streaming == "auto":
@@ -267,6 +293,8 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         meta = {**meta, "table_columns": table_columns(dataset_dir, meta)}
     if config.numeric_embedding == "buckets":
         meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
+    if config.embedding_buckets > 1:
+        meta = {**meta, "frequency_buckets": frequency_buckets(dataset_dir, meta, config)}
     with strategy.scope():
         tables = load_tables(dataset_dir, config, meta)
         preprocessor, network, full = build_model(config, meta, tables)
