@@ -239,6 +239,27 @@ def test_a_planted_band_adds_its_weight_inside_the_band_only():
         gen.Planted(bands=[[0, 0.5, 0.5, 1.0]])
 
 
+def test_per_pair_vectors_give_a_field_a_vector_for_each_of_its_pairs():
+    pairs = [["cat_0", "cat_1", 1.0], ["cat_0", "cat_2", 2.0]]
+    fields = gen.make_fields([10, 10, 10])
+    planted = gen.Planted(pairs=pairs, noise=0.0, kind="regression", shared_vectors=False)
+    g = gen.Generator(fields, num_dense=0, planted=planted, seed=0)
+    assert sorted(g.effects["cat_0"]) == ["vector_0", "vector_1"]
+    assert not np.allclose(g.effects["cat_0"]["vector_0"], g.effects["cat_0"]["vector_1"])
+    rows = g.rows(0, 500)
+    i = {n: rows["bags"][n][:, 0] for n in rows["bags"]}
+    e = g.effects
+    expected = (np.einsum("nd,nd->n", e["cat_0"]["vector_0"][i["cat_0"]],
+                          e["cat_1"]["vector_0"][i["cat_1"]])
+                + 2 * np.einsum("nd,nd->n", e["cat_0"]["vector_1"][i["cat_0"]],
+                                e["cat_2"]["vector_1"][i["cat_2"]]))
+    np.testing.assert_allclose(rows["label"], expected, rtol=1e-5, atol=1e-6)
+    assert gen.Planted.parse(planted.to_dict()) == planted
+    # Shared (the default): one vector per field, for all its pairs.
+    shared = gen.Generator(fields, num_dense=0, planted=dict(pairs=pairs), seed=0)
+    assert sorted(shared.effects["cat_0"]) == ["vector"]
+
+
 def test_planted_names_checked():
     with pytest.raises(ValueError, match="no field 'cat_9'"):
         gen.Generator(gen.make_fields([10]), planted={"fields": {"cat_9": 1.0}})

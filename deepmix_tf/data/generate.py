@@ -288,6 +288,10 @@ class Planted:
         kind: "binary" or "regression".
         base_rate: float in (0, 1). Binary: the target share of positives.
         dim: int. Size of the per-index vectors of pair effects.
+        shared_vectors: bool. True: a field has one vector per index for all its pairs.
+            False: one per pair (the pair's `<bag_vector_a, bag_vector_b>` uses vectors
+            drawn for that pair), so that a field in k pairs carries k * dim numbers per
+            index (for checking that a dimension search widens a busy field).
         seed: int. Seeds the per-index values (independent of the data's seed).
     """
 
@@ -299,6 +303,7 @@ class Planted:
     kind: str = "binary"
     base_rate: float = 0.5
     dim: int = 4
+    shared_vectors: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -340,7 +345,8 @@ class Planted:
         return {"fields": dict(self.fields), "pairs": [list(p) for p in self.pairs],
                 "dense": dict(self.dense), "bands": [list(b) for b in self.bands],
                 "noise": self.noise, "kind": self.kind,
-                "base_rate": self.base_rate, "dim": self.dim, "seed": self.seed}
+                "base_rate": self.base_rate, "dim": self.dim,
+                "shared_vectors": self.shared_vectors, "seed": self.seed}
 
 
 def _sigmoid(z):
@@ -383,7 +389,8 @@ class Generator:
         seed: int. Seeds the data; block b of rows uses (seed, b).
         max_rounds: int. Redraw rounds for distinct bags (see `sample_bags`).
 
-    Attributes (planted): `effects` {field: {"scalar": (m,), "vector": (m, dim)}}, the
+    Attributes (planted): `effects` {field: {"scalar": (m,), "vector": (m, dim), or with
+    `shared_vectors` off "vector_<j>" for its j-th pair}}, the
     per-index values of the truth; `offset`, the binary logit's centring; `truth`.
     """
 
@@ -432,9 +439,13 @@ class Generator:
             salt = zlib.crc32(name.encode())
             if name in p.fields:
                 effect["scalar"] = np.random.default_rng([p.seed, salt, 0]).standard_normal(size)
-            if any(name in (a, b) for a, b, _ in p.pairs):
-                vector = np.random.default_rng([p.seed, salt, 1]).standard_normal((size, p.dim))
-                effect["vector"] = vector * p.dim ** -0.25  # unit variance inner products
+            for j, (a, b, _) in enumerate(p.pairs):
+                if name not in (a, b) or (p.shared_vectors and "vector" in effect):
+                    continue
+                stream = [p.seed, salt, 1] + ([] if p.shared_vectors else [j])
+                vector = np.random.default_rng(stream).standard_normal((size, p.dim))
+                vector *= p.dim ** -0.25  # unit variance inner products
+                effect["vector" if p.shared_vectors else f"vector_{j}"] = vector
             self.effects[name] = effect
         if p.kind == "binary":
             z = np.concatenate([self._block(b, labels=False)[-1]
@@ -447,9 +458,10 @@ class Generator:
         z = np.zeros(len(dense), np.float64)
         for name, w in p.fields.items():
             z += w * _bag_mean(self.effects[name]["scalar"], bags[name], lengths[name])
-        for a, b, w in p.pairs:
-            va = _bag_mean(self.effects[a]["vector"], bags[a], lengths[a])
-            vb = _bag_mean(self.effects[b]["vector"], bags[b], lengths[b])
+        for j, (a, b, w) in enumerate(p.pairs):
+            key = "vector" if p.shared_vectors else f"vector_{j}"
+            va = _bag_mean(self.effects[a][key], bags[a], lengths[a])
+            vb = _bag_mean(self.effects[b][key], bags[b], lengths[b])
             z += w * np.einsum("nd,nd->n", va, vb)
         for name, w in p.dense.items():
             x = dense[:, int(name.split("_")[1])].astype(np.float64)
