@@ -29,6 +29,8 @@ flags.DEFINE_list("search_temperature", None, "start,end of the annealed Gumbel-
                   "temperature.")
 flags.DEFINE_float("architecture_learning_rate", None, "The width logits' Adam learning "
                    "rate.")
+flags.DEFINE_integer("architecture_warmup_epochs", None, "Epochs of weights alone before "
+                     "the width logits train (the model should have learned first).")
 flags.DEFINE_integer("holdout_every", None, "Every n-th training example is held out for "
                      "the width logits.")
 
@@ -50,7 +52,8 @@ def main(argv):
         changes["embedding_buckets"] = FLAGS.buckets
     if FLAGS.search_temperature is not None:
         changes["search_temperature"] = [float(t) for t in FLAGS.search_temperature]
-    for name in ("dimension_cost", "architecture_learning_rate", "holdout_every"):
+    for name in ("dimension_cost", "architecture_learning_rate", "architecture_warmup_epochs",
+                 "holdout_every"):
         if getattr(FLAGS, name) is not None:
             changes[name] = getattr(FLAGS, name)
     config = train_cli.config_from_flags().replace(**changes)
