@@ -117,3 +117,25 @@ def test_criteo_trains_with_the_binary_task_and_serves_it(criteo_root, tmp_path,
     assert report["leaked"] == []
     assert "int64" in report["errors"]["wrong_dtype"]  # refused, saying what it expects
     assert "missing a required argument" in report["errors"]["missing"]
+
+
+def test_criteo_counts_embed_by_autodis_and_its_fields_search_a_width_per_bucket(
+        criteo_root, tmp_path):
+    from deepmix_tf.models import build_model
+
+    build = tfrecords.build_tfrecords("criteo", criteo_root, str(tmp_path / "tf"),
+                                      log=lambda _: None)
+    meta = tfrecords.read_metadata(build)
+    config = trainer.default_config("criteo", "dlrm", embedding_dim=4,
+                                    numeric_embedding="autodis", embedding_search="search",
+                                    embedding_candidates=[2, 4], embedding_buckets=2)
+    buckets = trainer.frequency_buckets(build, meta, config)
+    assert sorted(buckets) == sorted(CATEGORICAL)
+    _, network, full = build_model(config, {**meta, "frequency_buckets": buckets})
+    # The 13 counts each get an AutoDis embedding; the 26 fields a width per bucket.
+    assert network.get_layer("autodis").output.shape[1:] == (13, 4)
+    assert all(network.get_layer(f"{c}_embedding").bucket_rows
+               == np.bincount(buckets[c], minlength=2).tolist() for c in CATEGORICAL)
+    features, _ = next(iter(tfrecords.make_dataset(build, "test", 32)))
+    assert np.isfinite(np.asarray(full({k: v for k, v in features.items()
+                                        if k in full.input}))).all()
