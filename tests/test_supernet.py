@@ -1,0 +1,145 @@
+"""The search space of automated DeepMix design and its weight-sharing supernet."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import assert_reloads_equal
+from deepmix_tf.layers.supernet import SuperNet
+from deepmix_tf.nas import OPERATORS, SearchSpace
+
+SPACE = SearchSpace(blocks=4, fields=("a", "b"))
+SEGMENTS = [("a", 0, 16), ("b", 16, 16)]  # then 8 columns of dense features: D = 40
+
+
+def _x(rows=6, seed=1):
+    return np.random.default_rng(seed).normal(size=(rows, 40)).astype("float32")
+
+
+def _net(architecture=None):
+    net = SuperNet(SPACE, segments=SEGMENTS)
+    net(_x())
+    if architecture is not None:
+        net.set_architecture(architecture)
+    return net
+
+
+def _arch(blocks, head=256, a=16, b=16):
+    return {"blocks": blocks, "head": head, "embedding_dims": {"a": a, "b": b}}
+
+
+IDENTITY = {"op": "identity", "inputs": [0]}
+
+
+def test_sampling_covers_every_operator_connection_and_width():
+    rng = np.random.default_rng(0)
+    samples = [SPACE.sample(rng) for _ in range(400)]
+    for arch in samples:
+        SPACE.check(arch)
+    ops = {(b, blk["op"]) for a in samples for b, blk in enumerate(a["blocks"])}
+    assert ops == {(b, op) for b in range(4) for op in OPERATORS}
+    links = {(b, j) for a in samples for b, blk in enumerate(a["blocks"]) for j in blk["inputs"]}
+    assert links == {(b, j) for b in range(4) for j in range(b + 1)}
+    assert {a["head"] for a in samples} == set(SPACE.head_widths)
+    assert {a["embedding_dims"]["b"] for a in samples} == set(SPACE.embedding_widths)
+    assert {blk["rank"] for a in samples for blk in a["blocks"] if blk["op"] == "cross"} \
+        == set(SPACE.ranks)
+    assert {blk["width"] for a in samples for blk in a["blocks"] if blk["op"] == "mlp"} \
+        == set(SPACE.mlp_widths)
+    json.dumps(samples)  # plain JSON
+
+
+def test_a_mutation_changes_one_choice():
+    rng = np.random.default_rng(1)
+    parent = SPACE.sample(rng)
+    for _ in range(200):
+        child = SPACE.mutate(parent, rng)
+        changed = [b for b in range(4) if child["blocks"][b] != parent["blocks"][b]]
+        changed += [k for k in ("head",) if child[k] != parent[k]]
+        changed += [f for f in "ab" if child["embedding_dims"][f] != parent["embedding_dims"][f]]
+        assert len(changed) == 1, (parent, child)
+        parent = child
+
+
+def test_check_names_the_choice_out_of_the_space():
+    good = _arch([IDENTITY] * 4)
+    SPACE.check(good)
+    bad = json.loads(json.dumps(good))
+    bad["blocks"][2] = {"op": "cross", "inputs": [0, 3], "experts": 2, "rank": 8}
+    with pytest.raises(ValueError, match="block 3: inputs"):
+        SPACE.check(bad)
+    bad["blocks"][2] = {"op": "cross", "inputs": [0], "experts": 3, "rank": 8}
+    with pytest.raises(ValueError, match="block 3: experts must be one of"):
+        SPACE.check(bad)
+    with pytest.raises(ValueError, match="head must be one of"):
+        SPACE.check({**good, "head": 100})
+
+
+def test_the_mlp_operator_is_a_residual_block_of_the_active_width():
+    arch = _arch([{"op": "mlp", "inputs": [0], "width": 0.5}] + [
+        {"op": "identity", "inputs": [b]} for b in range(1, 4)], head=64)
+    net = _net(arch)
+    x = _x()
+    w = net.blocks[0]
+    h = np.maximum(x @ w["w1"].numpy()[:, :20] + w["b1"].numpy()[:20], 0)
+    y = x + h @ w["w2"].numpy()[:20] + w["b2"].numpy()
+    head = np.maximum(y @ net.head_kernel.numpy() + net.head_bias.numpy(), 0)
+    head[:, 64:] = 0
+    np.testing.assert_allclose(np.asarray(net(x)), head, rtol=1e-4, atol=1e-5)
+
+
+def _changes_output(net, variable, index, x):
+    before = np.asarray(net(x))
+    value = variable.numpy()
+    bumped = value.copy()
+    bumped[index] += 1.0
+    variable.assign(bumped)
+    after = np.asarray(net(x))
+    variable.assign(value)
+    return not np.allclose(before, after)
+
+
+def test_children_share_the_supernets_sliced_weights():
+    x = _x()
+    rest = [{"op": "identity", "inputs": [b]} for b in range(1, 4)]
+    narrow = _net(_arch([{"op": "mlp", "inputs": [0], "width": 0.5}] + rest))
+    w1 = narrow.blocks[0]["w1"]
+    # A hidden unit within the active 20 (0.5 x 40) is the child's; one beyond is not...
+    assert _changes_output(narrow, w1, (slice(None), 5), x)
+    assert not _changes_output(narrow, w1, (slice(None), 30), x)
+    # ... until a wider child uses it: the same weights, sliced further.
+    narrow.set_architecture(_arch([{"op": "mlp", "inputs": [0], "width": 1.0}] + rest))
+    assert _changes_output(narrow, w1, (slice(None), 30), x)
+    # CrossNetMix: an expert beyond the active number, and rank beyond the active rank.
+    cross = _net(_arch([{"op": "cross", "inputs": [0], "experts": 2, "rank": 8}] + rest))
+    u = cross.blocks[0]["u"]  # rows: expert k's rank r at k * 32 + r
+    assert _changes_output(cross, u, (1 * 32 + 3, slice(None)), x)
+    assert not _changes_output(cross, u, (3 * 32 + 3, slice(None)), x)
+    assert not _changes_output(cross, u, (1 * 32 + 20, slice(None)), x)
+    # A field's embedding columns beyond its width, and the head's units beyond its width.
+    small = _net(_arch([IDENTITY] + rest, head=64, a=4))
+    assert not _changes_output(small, small.head_kernel, (6, slice(None)), x)  # a's 7th column
+    assert _changes_output(small, small.head_kernel, (18, slice(None)), x)   # b's 3rd
+    assert not np.asarray(small(x))[:, 64:].any()
+
+
+def test_only_the_active_operators_weights_train(tmp_path):
+    arch = _arch([{"op": "dot", "inputs": [0]}, {"op": "mlp", "inputs": [0, 1], "width": 1.0},
+                  {"op": "cross", "inputs": [2], "experts": 4, "rank": 32},
+                  {"op": "identity", "inputs": [1, 3]}])
+    net = SuperNet(SPACE, segments=SEGMENTS)
+    inputs = keras.Input((40,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(net(inputs)))
+    net.set_architecture(arch)
+    before = {v.path: v.numpy() for v in net.trainable_weights}
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(_x(64), np.ones((64, 1)), batch_size=64, epochs=1, verbose=0)
+    moved = {v.path.split("/")[-1].rsplit("_", 1)[0] for v in net.trainable_weights
+             if not np.array_equal(v.numpy(), before[v.path])}
+    assert moved == {"dot_0", "mlp_1", "cross_2", "head"}, moved
+    # Saved and loaded, the supernet keeps its weights and the active architecture.
+    loaded = assert_reloads_equal(model, _x(8), tmp_path / "supernet.keras")
+    assert loaded.layers[1].op.numpy().tolist() == [OPERATORS.index(o) for o in
+                                                   ("dot", "mlp", "cross", "identity")]
