@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_reloads_equal
-from deepmix_tf.layers.supernet import SuperNet
+from deepmix_tf.layers.supernet import SuperNet, child_network, inherit
 from deepmix_tf.nas import OPERATORS, SearchSpace
 
 SPACE = SearchSpace(blocks=4, fields=("a", "b"))
@@ -143,3 +143,27 @@ def test_only_the_active_operators_weights_train(tmp_path):
     loaded = assert_reloads_equal(model, _x(8), tmp_path / "supernet.keras")
     assert loaded.layers[1].op.numpy().tolist() == [OPERATORS.index(o) for o in
                                                    ("dot", "mlp", "cross", "identity")]
+
+
+def test_a_child_with_inherited_weights_computes_what_the_supernet_does():
+    rng = np.random.default_rng(3)
+    net = _net()
+    x = _x(16)
+    # Random architectures, and one that uses every operator.
+    archs = [SPACE.sample(rng) for _ in range(6)] + [_arch(
+        [{"op": "mlp", "inputs": [0], "width": 2.0},
+         {"op": "cross", "inputs": [0, 1], "experts": 2, "rank": 16},
+         {"op": "dot", "inputs": [2]}, {"op": "identity", "inputs": [1, 3]}], head=128, a=8)]
+    for arch in archs:
+        net.set_architecture(arch)
+        keep = net.active_columns(arch)
+        assert len(keep) == 8 + arch["embedding_dims"]["a"] + arch["embedding_dims"]["b"]
+        inputs = keras.Input((len(keep),))
+        child = keras.Model(inputs, child_network(inputs, arch))
+        inherit(net, child, arch)
+        expected = np.asarray(net(x))
+        assert not expected[:, arch["head"]:].any()
+        np.testing.assert_allclose(np.asarray(child(x[:, keep])), expected[:, :arch["head"]],
+                                   rtol=2e-4, atol=2e-5, err_msg=json.dumps(arch))
+        # The child has only its own sizes: fewer weights than the supernet.
+        assert child.count_params() < net.count_params()

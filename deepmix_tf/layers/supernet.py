@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from deepmix_tf.layers.feature_interaction.cross_net_mix import CrossNetMix
 from deepmix_tf.nas.space import OPERATORS, SearchSpace
 
 
@@ -25,8 +26,11 @@ class SuperNet(keras.layers.Layer):
     then the head, `relu(y W + b)[:head]`. Weights are those of the widest choice (most
     hidden units, experts, rank, head); a narrower choice uses their first rows and columns
     and masks the rest, so every architecture shares them. A field's embedding width w
-    keeps the first w of its columns in x0 (the tables are sliced the same way: the rest
-    are zeros). Only the active block operators run (`ops.switch`).
+    keeps the first w of its columns (the tables are sliced the same way): x0 and every
+    block's output are zero in the others, so the active architecture computes what its
+    stand-alone network (`child_network`, of stacked width `active_width`) computes with
+    the weights `inherit` copies. An mlp block's hidden units are `width` times that
+    stacked width. Only the active block operators run (`ops.switch`).
 
     The active architecture lives in non-trainable integer weights: `set_architecture`
     changes it between steps without retracing.
@@ -115,11 +119,12 @@ class SuperNet(keras.layers.Layer):
         op, mask = np.zeros(n, np.int32), np.zeros((n, n + 1), np.int32)
         hidden, experts, rank = (np.asarray(v.numpy()) for v in (self.hidden, self.experts,
                                                                   self.rank))
+        width = self.active_width(architecture)
         for b, block in enumerate(architecture["blocks"]):
             op[b] = OPERATORS.index(block["op"])
             mask[b, block["inputs"]] = 1
             if block["op"] == "mlp":
-                hidden[b] = int(round(block["width"] * self.width))
+                hidden[b] = int(round(block["width"] * width))
             if block["op"] == "cross":
                 experts[b], rank[b] = block["experts"], block["rank"]
         self.op.assign(op)
@@ -130,22 +135,34 @@ class SuperNet(keras.layers.Layer):
         self.head.assign(architecture["head"])
         self.field_width.assign([architecture["embedding_dims"][f] for f, _, _ in self.segments])
 
+    def active_columns(self, architecture):
+        """The stacked columns an architecture keeps (its fields' first widths, and every
+        column outside the searched fields), as indices."""
+        keep = np.ones(self.width, bool)
+        for f, start, w in self.segments:
+            keep[start + architecture["embedding_dims"][f]:start + w] = False
+        return np.flatnonzero(keep)
+
+    def active_width(self, architecture):
+        """The stacked width of an architecture's stand-alone network."""
+        return len(self.active_columns(architecture))
+
     def call(self, inputs):
-        x0 = inputs
+        keep = ops.ones((self.width,), inputs.dtype)
         if self.segments:
             field_of = ops.convert_to_tensor(self._field_of)
             widths = ops.take(self.field_width, ops.maximum(field_of, 0))
-            keep = (field_of < 0) | (ops.convert_to_tensor(self._offset) < widths)
-            x0 = x0 * ops.cast(keep, x0.dtype)
-        outputs = [x0]
+            keep = ops.cast((field_of < 0) | (ops.convert_to_tensor(self._offset) < widths),
+                            inputs.dtype)
+        outputs = [inputs * keep]
         for b, w in enumerate(self.blocks):
-            mask = ops.cast(self.inputs_mask[b, :b + 1], x0.dtype)
+            mask = ops.cast(self.inputs_mask[b, :b + 1], inputs.dtype)
             x = ops.einsum("jbd,j->bd", ops.stack(outputs, axis=0), mask) / ops.sum(mask)
             branches = [lambda x, b=b, w=w: self._mlp(x, b, w),
                         lambda x, b=b, w=w: self._cross(x, b, w),
                         lambda x, w=w: self._dot(x, w),
                         lambda x: x]
-            outputs.append(ops.switch(self.op[b], branches, x))
+            outputs.append(ops.switch(self.op[b], branches, x) * keep)
         units = ops.arange(max(self.space.head_widths))
         head = ops.relu(ops.matmul(outputs[-1], self.head_kernel) + self.head_bias)
         return head * ops.cast(units < self.head, head.dtype)
@@ -183,3 +200,90 @@ class SuperNet(keras.layers.Layer):
         return {**super().get_config(), "space": space,
                 "segments": [list(s) for s in self.segments],
                 "dot_fields": self.dot_fields, "dot_dim": self.dot_dim}
+
+
+@keras.saving.register_keras_serializable(package="deepmix_tf")
+class DotBlock(keras.layers.Layer):
+    """The dot operator of a stand-alone network: `x + triu(Z Z^T) Q + c`, with
+    `Z = reshape(x P, (fields, dim))`: pairwise inner products of `fields` learned
+    projections of the input (a factorisation machine over virtual fields).
+
+    Args:
+        fields, dim: the projections' number and width.
+    """
+
+    def __init__(self, fields=8, dim=8, **kwargs):
+        super().__init__(**kwargs)
+        self.fields, self.dim = int(fields), int(dim)
+
+    def build(self, input_shape):
+        d, pairs = int(input_shape[-1]), self.fields * (self.fields - 1) // 2
+        self.p = self.add_weight(shape=(d, self.fields * self.dim), name="p")
+        self.q = self.add_weight(shape=(pairs, d), name="q")
+        self.c = self.add_weight(shape=(d,), initializer="zeros", name="c")
+        rows, cols = np.triu_indices(self.fields, 1)
+        self._flat = rows * self.fields + cols
+
+    def call(self, x):
+        z = ops.reshape(ops.matmul(x, self.p), (-1, self.fields, self.dim))
+        gram = ops.reshape(ops.einsum("bfe,bge->bfg", z, z), (-1, self.fields ** 2))
+        return x + ops.matmul(ops.take(gram, ops.convert_to_tensor(self._flat), axis=1),
+                              self.q) + self.c
+
+    def get_config(self):
+        return {**super().get_config(), "fields": self.fields, "dim": self.dim}
+
+
+def child_network(x, architecture, dot_fields=8, dot_dim=8, name="nas"):
+    """The stand-alone network of one architecture over stacked features `x` (Keras
+    tensors, width D): plain layers of the architecture's sizes, each named
+    `<name>_block_<b>` (and `<name>_block_<b>_hidden`, `<name>_head`). Returns the head's
+    output, (batch, architecture["head"])."""
+    d = int(x.shape[-1])
+    outputs = [x]
+    for b, block in enumerate(architecture["blocks"]):
+        chosen = [outputs[j] for j in block["inputs"]]
+        h = (keras.layers.Average(name=f"{name}_block_{b}_inputs")(chosen) if len(chosen) > 1
+             else chosen[0])
+        if block["op"] == "mlp":
+            hidden = keras.layers.Dense(int(round(block["width"] * d)), activation="relu",
+                                        name=f"{name}_block_{b}_hidden")(h)
+            y = keras.layers.Add(name=f"{name}_block_{b}_add")(
+                [h, keras.layers.Dense(d, name=f"{name}_block_{b}")(hidden)])
+        elif block["op"] == "cross":
+            y = CrossNetMix(num_layers=1, num_experts=block["experts"], low_rank=block["rank"],
+                            activation="relu", name=f"{name}_block_{b}")(h)
+        elif block["op"] == "dot":
+            y = DotBlock(dot_fields, dot_dim, name=f"{name}_block_{b}")(h)
+        else:
+            y = h
+        outputs.append(y)
+    return keras.layers.Dense(architecture["head"], activation="relu",
+                              name=f"{name}_head")(outputs[-1])
+
+
+def inherit(supernet, model, architecture, name="nas"):
+    """Copies the supernet's weights of `architecture` into the layers `child_network`
+    made of it in `model`: the slices the active architecture uses."""
+    keep = supernet.active_columns(architecture)
+    k_max, r_max = max(supernet.space.experts), max(supernet.space.ranks)
+    for b, (block, w) in enumerate(zip(architecture["blocks"], supernet.blocks)):
+        get = {key: v.numpy() for key, v in w.items()}
+        if block["op"] == "mlp":
+            h = int(round(block["width"] * len(keep)))
+            model.get_layer(f"{name}_block_{b}_hidden").set_weights(
+                [get["w1"][keep][:, :h], get["b1"][:h]])
+            model.get_layer(f"{name}_block_{b}").set_weights(
+                [get["w2"][:h][:, keep], get["b2"][keep]])
+        elif block["op"] == "cross":
+            k, r = block["experts"], block["rank"]
+            v = get["v"][keep].reshape(len(keep), k_max, r_max)[:, :k, :r].transpose(1, 0, 2)
+            u = get["u"].reshape(k_max, r_max, -1)[:k, :r][:, :, keep]
+            model.get_layer(f"{name}_block_{b}").set_weights(
+                [v, get["c"][:k, :r, :r], u, get["gate"][keep][:, :k], get["cb"][keep]])
+        elif block["op"] == "dot":
+            model.get_layer(f"{name}_block_{b}").set_weights(
+                [get["p"][keep], get["q"][:, keep], get["qb"][keep]])
+    head = architecture["head"]
+    model.get_layer(f"{name}_head").set_weights(
+        [supernet.head_kernel.numpy()[keep][:, :head], supernet.head_bias.numpy()[:head]])

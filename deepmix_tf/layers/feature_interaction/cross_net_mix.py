@@ -106,7 +106,9 @@ class CrossNetMix(keras.layers.Layer):
             z = ops.matmul(x, ops.concatenate([v, w["gate"]], axis=1))
             h = self.activation(ops.reshape(z[:, :k * r], (-1, k, r)))
             h = self.activation(ops.einsum("bkr,krs->bks", h, w["C"]))
-            h = h * ops.expand_dims(ops.softmax(z[:, k * r:], axis=-1), -1)
+            # One expert's gate is 1 (a softmax over one logit; Keras warns of that one).
+            gates = ops.softmax(z[:, k * r:], axis=-1) if k > 1 else ops.ones_like(z[:, k * r:])
+            h = h * ops.expand_dims(gates, -1)
             mixed = ops.matmul(ops.reshape(h, (-1, k * r)), ops.reshape(w["U"], (k * r, d)))
             if self.use_bias:
                 mixed = mixed + w["b"]
