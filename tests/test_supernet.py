@@ -167,3 +167,97 @@ def test_a_child_with_inherited_weights_computes_what_the_supernet_does():
                                    rtol=2e-4, atol=2e-5, err_msg=json.dumps(arch))
         # The child has only its own sizes: fewer weights than the supernet.
         assert child.count_params() < net.count_params()
+
+
+def test_the_sampler_trains_a_new_architecture_every_step():
+    from deepmix_tf.nas.network import SupernetSampler
+
+    net = SuperNet(SPACE, segments=SEGMENTS)
+    inputs = keras.Input((40,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(net(inputs)))
+    sampler = SupernetSampler(net, seed=0)
+    before = {v.path: v.numpy() for v in net.trainable_weights}
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(_x(640), np.ones((640, 1)), batch_size=32, epochs=1, verbose=0,
+              callbacks=[sampler])
+    assert sampler.sampled == 20
+    moved = {v.path.split("/")[-1].rsplit("_", 1)[0] for v in net.trainable_weights
+             if not np.array_equal(v.numpy(), before[v.path])}
+    # Every operator of every block has trained in some step.
+    assert moved == {f"{op}_{b}" for op in ("mlp", "cross", "dot") for b in range(4)} | {
+        "head"}, moved
+
+
+def _small_space_config(**overrides):
+    from deepmix_tf.training import trainer
+
+    return trainer.default_config(
+        "movielens1m-rating", "nas", embedding_dim=16, batch_size=64, epochs=1,
+        nas_space={"blocks": 2, "head_widths": [8, 16], "ranks": [4, 8]}, **overrides)
+
+
+def test_the_supernet_trains_with_an_architecture_per_step(small_data, tmp_path):
+    from deepmix_tf.nas.network import SUPERNET, SupernetSampler, search_space
+    from deepmix_tf.training import trainer
+
+    config = _small_space_config()
+    metrics = trainer.train(config, data_dir=small_data["root"],
+                            tfrecord_dir=str(tmp_path / "tf"), model_dir=str(tmp_path / "s"),
+                            log=lambda _: None, verbose=0)
+    assert np.isfinite(metrics["val"]["mae"])
+    model = keras.saving.load_model(tmp_path / "s" / "model.keras")
+    supernet = model.get_layer("nas").get_layer(SUPERNET)
+    fields = [f for f, _, _ in supernet.segments]
+    assert fields[:2] == ["user_id", "gender"] and "genres" in fields
+    assert search_space(config, fields) == supernet.space
+    # Trained and saved with the reference architecture active (what validation scored).
+    reference = SupernetSampler(supernet, seed=config.seed).reference
+    probe = SuperNet(supernet.space, supernet.segments)
+    probe(np.zeros((1, supernet.width), "float32"))
+    probe.set_architecture(reference)
+    for name in ("op", "inputs_mask", "hidden", "experts", "rank", "head", "field_width"):
+        np.testing.assert_array_equal(getattr(supernet, name).numpy(),
+                                      getattr(probe, name).numpy(), err_msg=name)
+    with pytest.raises(ValueError, match="widest width 16"):
+        trainer.train(config.replace(embedding_dim=8), data_dir=small_data["root"],
+                      tfrecord_dir=str(tmp_path / "tf"), model_dir=str(tmp_path / "x"),
+                      log=lambda _: None, verbose=0)
+
+
+def test_a_searched_architecture_trains_and_exports_like_any_other_config(small_data,
+                                                                          tmp_path):
+    import tensorflow as tf
+
+    from deepmix_tf.data import tfrecords
+    from deepmix_tf.export import export_run
+    from deepmix_tf.models import Config
+    from deepmix_tf.nas.network import search_space
+    from deepmix_tf.training import trainer
+
+    names = ["user_id", "gender", "age", "occupation", "zip_code", "movie_id", "year",
+             "certificate", "genres"]
+    base = _small_space_config()
+    arch = search_space(base, names).sample(np.random.default_rng(5))
+    arch["blocks"] = [{"op": "cross", "inputs": [0], "experts": 2, "rank": 4},
+                      {"op": "mlp", "inputs": [0, 1], "width": 0.5}]
+    config = base.replace(architecture=arch, embedding_dims=arch["embedding_dims"])
+    path = tmp_path / "searched.json"
+    config.to_json(str(path))  # a plain config a user can keep
+    config = Config.from_json(str(path))
+    trainer.train(config, data_dir=small_data["root"], tfrecord_dir=str(tmp_path / "tf"),
+                  model_dir=str(tmp_path / "run"), log=lambda _: None, verbose=0)
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    network = model.get_layer("nas")
+    assert network.get_layer("nas_block_0").num_experts == 2
+    assert network.get_layer("nas_head").units == arch["head"]
+    assert network.get_layer("user_id_embedding").output.shape[-1] == \
+        arch["embedding_dims"]["user_id"]
+    export = export_run(str(tmp_path / "run"), str(tmp_path / "serving"), "nas_rating")
+    build = str(tmp_path / "tf" / "movielens1m-rating")
+    features, _ = next(iter(tfrecords.make_dataset(build, "test", 16)))
+    features = {k: v for k, v in features.items() if k in model.input}
+    served = tf.saved_model.load(export).signatures["serving_default"](**features)
+    np.testing.assert_allclose(np.asarray(served["rating"]).ravel(),
+                               np.asarray(model(features)).ravel(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="embedding_dims must be"):
+        base.replace(architecture=arch)

@@ -117,8 +117,10 @@ class SuperNet(keras.layers.Layer):
         self.space.check(architecture)
         n = self.space.blocks
         op, mask = np.zeros(n, np.int32), np.zeros((n, n + 1), np.int32)
-        hidden, experts, rank = (np.asarray(v.numpy()) for v in (self.hidden, self.experts,
-                                                                  self.rank))
+        # Choices of operators a block does not use stay at their widest.
+        hidden = np.full(n, int(round(max(self.space.mlp_widths) * self.width)), np.int32)
+        experts = np.full(n, max(self.space.experts), np.int32)
+        rank = np.full(n, max(self.space.ranks), np.int32)
         width = self.active_width(architecture)
         for b, block in enumerate(architecture["blocks"]):
             op[b] = OPERATORS.index(block["op"])

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 
-MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases")
+MODELS = ("deepmix", "deep_crossing", "dcn_v2", "dlrm", "biases", "nas")
 COMBINES = ("stacked", "parallel", "towers")
 LOSSES = ("mse", "mae", "huber")
 OPTIMIZERS = ("adam", "sgd")
@@ -97,6 +97,13 @@ class Config:
             AutoGroup's). `experiments.search_embeddings` runs it and writes the retrain
             config (`embedding_dims`).
         embedding_candidates: the candidate widths of the search.
+        nas_space: `model="nas"`: the `nas.SearchSpace` arguments (blocks, operator
+            choices, head and embedding widths; its fields are the embedded features).
+        architecture: `model="nas"`: None trains the weight-sharing supernet over
+            `nas_space` (`layers.SuperNet`; a random architecture each step,
+            `nas.SupernetSampler`); an architecture of the space (`nas.space`) trains its
+            stand-alone network (`layers.supernet.child_network`), with the
+            architecture's `embedding_dims` as `embedding_dims`.
         embedding_buckets: 1, or NIS's frequency buckets: each single-id categorical
             field's values split by their training frequency into this many buckets of an
             equal share of the occurrences (`layers.frequency_buckets`; head values first).
@@ -179,6 +186,8 @@ class Config:
     embedding_search: str = "off"
     embedding_candidates: list = dataclasses.field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
     embedding_share: bool = False
+    nas_space: dict = dataclasses.field(default_factory=dict)
+    architecture: dict = None
     embedding_buckets: int = 1
     dimension_cost: float = 0.005
     embedding_dims: dict = None
@@ -239,6 +248,13 @@ class Config:
         if self.embedding_search == "search" and self.embedding_dims:
             raise ValueError("embedding_search='search' searches the widths that "
                              "embedding_dims would fix: give one or the other")
+        if self.architecture is not None and self.model != "nas":
+            raise ValueError(f"architecture is the searched design of model 'nas', got "
+                             f"model={self.model!r}")
+        if (self.model == "nas" and self.architecture is not None
+                and self.embedding_dims != self.architecture.get("embedding_dims")):
+            raise ValueError("model 'nas' with an architecture embeds at its widths: "
+                             "embedding_dims must be architecture['embedding_dims']")
         if not isinstance(self.embedding_buckets, int) or self.embedding_buckets < 1:
             raise ValueError(f"embedding_buckets must be an int >= 1, got "
                              f"{self.embedding_buckets!r}")

@@ -94,6 +94,10 @@ def build_network(preprocessor, config, meta, task, tables=None):
                  else auto_group(names, config))
     if config.model == "dlrm":
         x = _dlrm(embeddings, dense, config, gated)
+    elif config.model == "nas":
+        from deepmix_tf.nas.network import nas_network
+
+        x = nas_network(embeddings, dense, embedded_names(inputs, meta, config), config)
     else:
         x = stack(embeddings, dense)
         if gated is not None:

@@ -360,7 +360,17 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         config.architecture_warmup_epochs, config.dimension_cost,
         os.path.join(model_dir, "logs", "architecture") if chief else None)
         if search else None)
+    sampler = None
+    if config.model == "nas" and config.architecture is None:
+        from deepmix_tf.nas.network import SUPERNET, SupernetSampler
+
+        if config.steps_per_execution != 1:
+            raise ValueError("supernet training samples an architecture per step: "
+                             "steps_per_execution must be 1")
+        sampler = SupernetSampler(network.get_layer(SUPERNET), seed=config.seed)
     callbacks = [
+        # First: its epoch end sets the reference architecture that validation then scores.
+        *([sampler] if sampler else []),
         *([_Validation(dataset("validation"), task, compiled_loss)] if val_ds is None
           else []),
         # The history row of an epoch is written before its backup: a kill between the two
