@@ -219,7 +219,8 @@ def test_the_supernet_trains_with_an_architecture_per_step(small_data, tmp_path)
         np.testing.assert_array_equal(getattr(supernet, name).numpy(),
                                       getattr(probe, name).numpy(), err_msg=name)
     with pytest.raises(ValueError, match="widest width 16"):
-        trainer.train(config.replace(embedding_dim=8), data_dir=small_data["root"],
+        trainer.train(config.replace(embedding_dim=8, nas_space={
+            **config.nas_space, "embedding_widths": [4, 8, 16]}), data_dir=small_data["root"],
                       tfrecord_dir=str(tmp_path / "tf"), model_dir=str(tmp_path / "x"),
                       log=lambda _: None, verbose=0)
 

@@ -12,8 +12,13 @@ SUPERNET = "supernet"
 
 
 def search_space(config, fields):
-    """The run's `SearchSpace`: `config.nas_space`, over the embedded `fields`."""
-    return SearchSpace(**{**config.nas_space, "fields": tuple(fields)})
+    """The run's `SearchSpace`: `config.nas_space`, over the embedded `fields`; without
+    `embedding_widths` there, each field's widths are `embedding_dim`, its half and its
+    quarter."""
+    d = config.embedding_dim
+    widths = sorted({max(1, d // 4), max(1, d // 2), d})
+    return SearchSpace(**{"embedding_widths": widths, **config.nas_space,
+                          "fields": tuple(fields)})
 
 
 def nas_network(embeddings, dense, names, config):
