@@ -164,6 +164,16 @@ def test_a_bucketed_search_samples_each_id_from_its_buckets_logits():
     assert layer.chosen_width() == [8, 2]
     expected = np.where(bucket_of[x][:, None] == 0, _path(layer, x, 2), _path(layer, x, 0))
     np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-6)
+    # While training, each id's Gumbel sample comes from its bucket's logits: decisive
+    # logits make the relaxed samples one-hot. (Batch statistics: compare the candidates
+    # each id mixes, through one-hot-heavy probabilities, not BN's moving averages.)
+    layer.logits.assign([[-50.0, -50.0, 50.0], [50.0, -50.0, -50.0]])
+    layer.temperature.assign(0.1)
+    stacked = [np.asarray(layer.norms[k](layer.tables[k].numpy()[x] @ layer.projections[k]
+                                         .numpy(), training=True)) for k in range(3)]
+    sampled = np.where(bucket_of[x][:, None] == 0, stacked[2], stacked[0])
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), sampled, rtol=1e-4,
+                               atol=1e-5)
     # The expected size weighs each bucket by its rows.
     layer.logits.assign([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     assert float(layer.architecture_cost()) == pytest.approx((2 + 4 + 8) / 3 / 8)
@@ -221,6 +231,8 @@ def test_a_bucketed_search_retrains_with_a_width_per_bucket(small_data, tmp_path
     assert_reloads_equal(model, features, tmp_path / "search.keras")
     with pytest.raises(ValueError, match="one per bucket"):
         retrain.replace(embedding_dims={"user_id": [8, 2, 2]})
+    with pytest.raises(ValueError, match="one per bucket"):
+        retrain.replace(embedding_dims={"user_id": [[8, 8], [2, 2]]})
     with pytest.raises(ValueError, match="frequency buckets"):
         build_model(retrain, meta, tables)
     with pytest.raises(ValueError, match="only single-id"):

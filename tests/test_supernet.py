@@ -63,6 +63,17 @@ def test_a_mutation_changes_one_choice():
         parent = child
 
 
+def test_mutation_skips_choices_a_space_fixes():
+    fixed = SearchSpace(blocks=1, head_widths=(128,), experts=(2,), ranks=(8,),
+                        mlp_widths=(1.0,), embedding_widths=(16,), fields=("a",))
+    rng = np.random.default_rng(2)
+    parent = fixed.sample(rng)
+    for _ in range(50):  # only the operator can change
+        child = fixed.mutate(parent, rng)
+        assert child["blocks"][0]["op"] != parent["blocks"][0]["op"]
+        parent = child
+
+
 def test_check_names_the_choice_out_of_the_space():
     good = _arch([IDENTITY] * 4)
     SPACE.check(good)
@@ -262,3 +273,30 @@ def test_a_searched_architecture_trains_and_exports_like_any_other_config(small_
                                np.asarray(model(features)).ravel(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="embedding_dims must be"):
         base.replace(architecture=arch)
+    with pytest.raises(ValueError, match="searches its own design"):
+        base.replace(autofis="search")
+
+
+def test_the_supernet_searches_field_widths_not_those_of_embedded_numeric_inputs(small_data,
+                                                                                 tmp_path):
+    from deepmix_tf.data import tfrecords
+    from deepmix_tf.models import build_model, load_tables
+    from deepmix_tf.nas.network import SUPERNET, search_space
+    from deepmix_tf.training import trainer
+
+    build = tfrecords.build_tfrecords("movielens1m-rating", small_data["root"],
+                                      str(tmp_path / "tf"), svd_dim=4, log=lambda _: None)
+    meta = tfrecords.read_metadata(build)
+    meta = {**meta, "table_columns": trainer.table_columns(build, meta)}
+    config = _small_space_config(numeric_embedding="autodis",
+                                 numeric_fields=["movie_graph/log_count"])
+    tables = load_tables(build, config, meta)
+    _, network, _ = build_model(config, meta, tables)
+    supernet = network.get_layer(SUPERNET)
+    fields = [f for f, _, _ in supernet.segments]
+    assert "movie_graph/log_count" not in fields and fields[-1] == "genres"
+    # A sampled architecture of that space trains as its own network.
+    arch = search_space(config, fields).sample(np.random.default_rng(0))
+    child = config.replace(architecture=arch, embedding_dims=arch["embedding_dims"])
+    _, network, full = build_model(child, meta, tables)
+    assert network.get_layer("autodis").output.shape[-1] == config.embedding_dim

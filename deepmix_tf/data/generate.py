@@ -486,8 +486,11 @@ class Generator:
                "label": ("Bernoulli(sigmoid(logit - offset))" if self.planted.kind == "binary"
                          else "logit"),
                "values": "scalar_f = default_rng([seed, crc32(f), 0]).standard_normal(m); "
-                         "vector_f = default_rng([seed, crc32(f), 1]).standard_normal((m, dim))"
-                         " * dim ** -0.25"}
+                         + ("vector_f = default_rng([seed, crc32(f), 1])"
+                            if self.planted.shared_vectors else
+                            "vector_f (in the j-th pair, j from 0) = default_rng([seed, "
+                            "crc32(f), 1, j])")
+                         + ".standard_normal((m, dim)) * dim ** -0.25"}
         if self.planted.kind == "binary":
             out["calibrated_rate"] = self.calibrated_rate
         return out

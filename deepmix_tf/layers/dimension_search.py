@@ -197,6 +197,7 @@ class FrequencyBucketEmbedding(keras.layers.Layer):
         widths: list of int. Each bucket's width.
         output_dim: int or None. The output width (None: max(widths)).
         embeddings_regularizer: regularizer of the tables.
+        maps_regularizer: regularizer of the maps between widths.
 
     Call arguments:
         inputs: int (batch,) row ids in [0, sum(bucket_rows)).
@@ -211,7 +212,7 @@ class FrequencyBucketEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, bucket_rows, widths, output_dim=None, embeddings_regularizer=None,
-                 **kwargs):
+                 maps_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         widths = [int(w) for w in widths]
         self.bucket_rows = check_bucket_rows(bucket_rows, sum(int(r) for r in bucket_rows))
@@ -222,6 +223,7 @@ class FrequencyBucketEmbedding(keras.layers.Layer):
         self.output_dim = int(output_dim or max(widths))
         self.input_dim = sum(self.bucket_rows)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+        self.maps_regularizer = keras.regularizers.get(maps_regularizer)
 
     def build(self, input_shape):
         self.tables = [self.add_weight(shape=(max(rows, 1), w), initializer="uniform",
@@ -229,7 +231,8 @@ class FrequencyBucketEmbedding(keras.layers.Layer):
                                        name=f"embeddings_{b}")
                        for b, (rows, w) in enumerate(zip(self.bucket_rows, self.widths))]
         self.maps = [None if w == self.output_dim else self.add_weight(
-            shape=(w, self.output_dim), initializer="glorot_uniform", name=f"map_{b}")
+            shape=(w, self.output_dim), initializer="glorot_uniform",
+            regularizer=self.maps_regularizer, name=f"map_{b}")
             for b, w in enumerate(self.widths)]
         self.bucket_of = self.add_weight(shape=(self.input_dim,), dtype="int32",
                                          initializer="zeros", trainable=False,
@@ -268,7 +271,8 @@ class FrequencyBucketEmbedding(keras.layers.Layer):
         return {**super().get_config(), "bucket_rows": self.bucket_rows, "widths": self.widths,
                 "output_dim": self.output_dim,
                 "embeddings_regularizer": keras.regularizers.serialize(
-                    self.embeddings_regularizer)}
+                    self.embeddings_regularizer),
+                "maps_regularizer": keras.regularizers.serialize(self.maps_regularizer)}
 
 
 def frequency_buckets(counts, buckets):

@@ -26,10 +26,10 @@ class SuperNet(keras.layers.Layer):
     then the head, `relu(y W + b)[:head]`. Weights are those of the widest choice (most
     hidden units, experts, rank, head); a narrower choice uses their first rows and columns
     and masks the rest, so every architecture shares them. A field's embedding width w
-    keeps the first w of its columns (the tables are sliced the same way): x0 and every
-    block's output are zero in the others, so the active architecture computes what its
-    stand-alone network (`child_network`, of stacked width `active_width`) computes with
-    the weights `inherit` copies. An mlp block's hidden units are `width` times that
+    keeps the first w of its columns: x0 and every block's output are zero in the others,
+    so the active architecture computes what its stand-alone blocks and head
+    (`child_network`, of stacked width `active_width`) compute with the weights `inherit`
+    copies. An mlp block's hidden units are `width` times that
     stacked width. Only the active block operators run (`ops.switch`).
 
     The active architecture lives in non-trainable integer weights: `set_architecture`

@@ -248,6 +248,10 @@ class Config:
         if self.embedding_search == "search" and self.embedding_dims:
             raise ValueError("embedding_search='search' searches the widths that "
                              "embedding_dims would fix: give one or the other")
+        if self.model == "nas" and (self.autofis != "off" or self.autogroup != "off"
+                                    or self.embedding_search != "off"):
+            raise ValueError("model 'nas' searches its own design: autofis, autogroup and "
+                             "embedding_search must be 'off'")
         if self.architecture is not None and self.model != "nas":
             raise ValueError(f"architecture is the searched design of model 'nas', got "
                              f"model={self.model!r}")
@@ -259,10 +263,13 @@ class Config:
             raise ValueError(f"embedding_buckets must be an int >= 1, got "
                              f"{self.embedding_buckets!r}")
 
+        def one(w):
+            return isinstance(w, int) and not isinstance(w, bool) and w >= 1
+
         def width(w):
             if isinstance(w, list) and self.embedding_buckets > 1:
-                return len(w) == self.embedding_buckets and all(map(width, w))
-            return isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                return len(w) == self.embedding_buckets and all(map(one, w))
+            return one(w)
 
         if not all(map(width, (self.embedding_dims or {}).values())):
             raise ValueError(f"embedding_dims must map features to positive ints (or, with "
@@ -317,6 +324,12 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def uses_frequency_buckets(self):
+        """Whether the model needs its fields' frequency buckets: a search per bucket, or a
+        width per bucket in `embedding_dims`."""
+        return self.embedding_buckets > 1 and (self.embedding_search == "search" or any(
+            isinstance(w, list) for w in (self.embedding_dims or {}).values()))
 
     def searches_architecture(self):
         """Whether training also trains architecture weights on a held-out slice."""

@@ -97,7 +97,11 @@ def build_network(preprocessor, config, meta, task, tables=None):
     elif config.model == "nas":
         from deepmix_tf.nas.network import nas_network
 
-        x = nas_network(embeddings, dense, embedded_names(inputs, meta, config), config)
+        # The searched widths are those of the field embeddings (they come first), not of
+        # embedded numeric inputs (AutoDis, buckets: always embedding_dim).
+        fields = embedded_names(inputs, meta, config)
+        fields = fields[:len(fields) - len(embedded_numeric_names(inputs, meta, config))]
+        x = nas_network(embeddings, dense, fields, config)
     else:
         x = stack(embeddings, dense)
         if gated is not None:

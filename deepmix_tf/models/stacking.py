@@ -90,8 +90,8 @@ def embed(inputs, meta, config, tables=None):
         raise ValueError(f"embedding_dims names {unknown}, which are not embedded features "
                          "of this model")
     embedded_numeric = embedded_numeric_names(inputs, meta, config)
-    buckets = meta.get("frequency_buckets") or {}
-    if config.embedding_buckets > 1:
+    buckets = (meta.get("frequency_buckets") or {}) if config.uses_frequency_buckets() else {}
+    if config.uses_frequency_buckets():
         single = [f["name"] for f in meta["features"]
                   if f["name"] in inputs and f["type"] == "categorical"]
         missing = sorted(set(single) - set(buckets))
@@ -109,7 +109,7 @@ def embed(inputs, meta, config, tables=None):
         x = inputs[f["name"]]
         width = widths.get(f["name"], config.embedding_dim)
         bag = f["type"] == "multi_hot" and f["dtype"] == "int64_list"
-        bucket_of = buckets.get(f["name"]) if config.embedding_buckets > 1 else None
+        bucket_of = buckets.get(f["name"])
         bucket_rows = (np.bincount(bucket_of, minlength=config.embedding_buckets).tolist()
                        if bucket_of is not None else None)
         if config.embedding_search == "search" and (f["type"] == "categorical" or bag):
@@ -128,6 +128,7 @@ def embed(inputs, meta, config, tables=None):
         elif isinstance(width, list):
             layer = FrequencyBucketEmbedding(bucket_rows, width,
                                              embeddings_regularizer=table_regularizer,
+                                             maps_regularizer=regularizer,
                                              name=f"{f['name']}_embedding")
             embeddings.append(layer(x))
             layer.set_buckets(bucket_of)

@@ -21,19 +21,20 @@ def search_space(config, fields):
                           "fields": tuple(fields)})
 
 
-def nas_network(embeddings, dense, names, config):
+def nas_network(embeddings, dense, fields, config):
     """The supernet (`config.architecture` None: every field embedded at the space's widest
     width) or the architecture's own network, over the stacked embeddings and dense
-    features; returns the head's output."""
-    space = search_space(config, names)
+    features; returns the head's output. `fields` names the first embeddings, those whose
+    width the space searches (the others, of embedded numeric inputs, are kept whole)."""
+    space = search_space(config, fields)
     x0 = stack(embeddings, dense)
     if config.architecture is None:
         widest = space.embedding_widths[-1]
-        narrow = [n for n, e in zip(names, embeddings) if e.shape[-1] != widest]
+        narrow = [n for n, e in zip(fields, embeddings) if e.shape[-1] != widest]
         if narrow:
             raise ValueError(f"the supernet embeds every field at the space's widest width "
                              f"{widest}; {narrow} are not (set embedding_dim={widest})")
-        segments = [(n, i * widest, widest) for i, n in enumerate(names)]
+        segments = [(n, i * widest, widest) for i, n in enumerate(fields)]
         return SuperNet(space, segments, name=SUPERNET)(x0)
     space.check(config.architecture)
     return child_network(x0, config.architecture)

@@ -56,9 +56,10 @@ class SearchSpace:
             raise ValueError(f"blocks must be >= 1, got {self.blocks}")
 
     def sample(self, rng):
-        """A uniformly random architecture (`rng`: a numpy Generator): each block's
-        operator, a non-empty random subset of the earlier outputs as its inputs, the
-        operator's own choices, the head's width and each field's embedding width."""
+        """A random architecture (`rng`: a numpy Generator): each block's operator
+        (uniform), its inputs (a uniform number of the earlier outputs, then a uniform
+        subset of that size), the operator's own choices, the head's width and each
+        field's embedding width (uniform)."""
         blocks = [self._block(b, rng.choice(OPERATORS), rng) for b in range(self.blocks)]
         return {"blocks": blocks, "head": _item(rng.choice(self.head_widths)),
                 "embedding_dims": {f: _item(rng.choice(self.embedding_widths))
@@ -69,10 +70,15 @@ class SearchSpace:
         choices drawn anew), one of its inputs toggled (never leaving none), one of its
         operator's choices, the head's width, or a field's width."""
         child = json.loads(json.dumps(architecture))
-        # Block 1 can only read x0: only later blocks' inputs can change.
-        kinds = ["op", "head"] + (["inputs"] if self.blocks > 1 else [])
-        kinds += ["embedding"] if self.fields else []
-        kinds += ["choice"] if any(b["op"] in ("mlp", "cross") for b in child["blocks"]) else []
+        # Only choices with another value to take: block 1 can only read x0, a space may
+        # fix the head's width, and so on.
+        tunable = {"mlp": ["width"] if len(self.mlp_widths) > 1 else [],
+                   "cross": [k for k, v in (("experts", self.experts), ("rank", self.ranks))
+                             if len(v) > 1]}
+        kinds = ["op"] + (["inputs"] if self.blocks > 1 else [])
+        kinds += ["head"] if len(self.head_widths) > 1 else []
+        kinds += ["embedding"] if self.fields and len(self.embedding_widths) > 1 else []
+        kinds += ["choice"] if any(tunable.get(b["op"]) for b in child["blocks"]) else []
         kind = rng.choice(kinds)
         if kind == "op":
             b = int(rng.integers(self.blocks))
@@ -93,14 +99,11 @@ class SearchSpace:
                                                 child["embedding_dims"][f], rng)
         else:
             b = int(rng.choice([i for i, blk in enumerate(child["blocks"])
-                                if blk["op"] in ("mlp", "cross")]))
+                                if tunable.get(blk["op"])]))
             block = child["blocks"][b]
-            if block["op"] == "mlp":
-                block["width"] = _other(self.mlp_widths, block["width"], rng)
-            else:
-                key = rng.choice(["experts", "rank"])
-                values = self.experts if key == "experts" else self.ranks
-                block[key] = _other(values, block[key], rng)
+            key = str(rng.choice(tunable[block["op"]]))
+            values = {"width": self.mlp_widths, "experts": self.experts, "rank": self.ranks}[key]
+            block[key] = _other(values, block[key], rng)
         self.check(child)
         return child
 

@@ -293,7 +293,7 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         meta = {**meta, "table_columns": table_columns(dataset_dir, meta)}
     if config.numeric_embedding == "buckets":
         meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
-    if config.embedding_buckets > 1:
+    if config.uses_frequency_buckets():
         meta = {**meta, "frequency_buckets": frequency_buckets(dataset_dir, meta, config)}
     with strategy.scope():
         tables = load_tables(dataset_dir, config, meta)
