@@ -110,7 +110,6 @@ class SuperNet(keras.layers.Layer):
                 raise ValueError(f"segment {self.segments[i]} lies beyond the input width {d}")
             field_of[start:start + w], offset[start:start + w] = i, np.arange(w)
         self._field_of, self._offset = field_of, offset
-        self._triu = np.triu_indices(self.dot_fields, 1)
 
     def set_architecture(self, architecture):
         """Makes `architecture` (a dict of the space, `SearchSpace.check`ed) the active one."""
@@ -187,11 +186,7 @@ class SuperNet(keras.layers.Layer):
         return x * mixed + x
 
     def _dot(self, x, w):
-        z = ops.reshape(ops.matmul(x, w["p"]), (-1, self.dot_fields, self.dot_dim))
-        gram = ops.einsum("bfe,bge->bfg", z, z)
-        upper = ops.reshape(gram, (-1, self.dot_fields ** 2))
-        flat = ops.convert_to_tensor(self._triu[0] * self.dot_fields + self._triu[1])
-        return x + ops.matmul(ops.take(upper, flat, axis=1), w["q"]) + w["qb"]
+        return dot_operator(x, w["p"], w["q"], w["qb"], self.dot_fields, self.dot_dim)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], max(self.space.head_widths))
@@ -223,17 +218,22 @@ class DotBlock(keras.layers.Layer):
         self.p = self.add_weight(shape=(d, self.fields * self.dim), name="p")
         self.q = self.add_weight(shape=(pairs, d), name="q")
         self.c = self.add_weight(shape=(d,), initializer="zeros", name="c")
-        rows, cols = np.triu_indices(self.fields, 1)
-        self._flat = rows * self.fields + cols
 
     def call(self, x):
-        z = ops.reshape(ops.matmul(x, self.p), (-1, self.fields, self.dim))
-        gram = ops.reshape(ops.einsum("bfe,bge->bfg", z, z), (-1, self.fields ** 2))
-        return x + ops.matmul(ops.take(gram, ops.convert_to_tensor(self._flat), axis=1),
-                              self.q) + self.c
+        return dot_operator(x, self.p, self.q, self.c, self.fields, self.dim)
 
     def get_config(self):
         return {**super().get_config(), "fields": self.fields, "dim": self.dim}
+
+
+def dot_operator(x, p, q, c, fields, dim):
+    """`x + triu(Z Z^T) Q + c` with `Z = reshape(x P, (fields, dim))`: the dot operator, of
+    the supernet and of a stand-alone network alike."""
+    z = ops.reshape(ops.matmul(x, p), (-1, fields, dim))
+    gram = ops.reshape(ops.einsum("bfe,bge->bfg", z, z), (-1, fields ** 2))
+    rows, cols = np.triu_indices(fields, 1)
+    upper = ops.take(gram, ops.convert_to_tensor(rows * fields + cols), axis=1)
+    return x + ops.matmul(upper, q) + c
 
 
 def child_network(x, architecture, dot_fields=8, dot_dim=8, name="nas"):

@@ -209,6 +209,17 @@ def table_columns(dataset_dir, meta):
             for name in meta["dense_tables"]}
 
 
+def _training_batches(dataset_dir, max_rows, batch_size=65_536):
+    """The training split's feature batches, in file order, until `max_rows` rows have
+    come (the last batch may pass it)."""
+    rows = 0
+    for batch, label in tfrecords.make_dataset(dataset_dir, "train", batch_size):
+        yield batch
+        rows += int(label.shape[0])
+        if rows >= max_rows:
+            return
+
+
 def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
     """{numeric feature: the inner edges of `config.numeric_buckets` equal-frequency buckets}
     of its transformed values in the training split (its first `max_rows` rows), for
@@ -226,15 +237,11 @@ def numeric_boundaries(dataset_dir, meta, config, max_rows=1_000_000):
     if not names:
         return {}
     values = {n: [] for n in names}
-    rows = 0
-    for batch, _ in tfrecords.make_dataset(dataset_dir, "train", 65_536):
+    for batch in _training_batches(dataset_dir, max_rows):
         for n in names:
             f = features[n]
             values[n].append(np.asarray(NumericTransform(f["clip"], f["transform"], f["mean"],
                                                          f["std"])(batch[n])))
-        rows += len(values[names[0]][-1])
-        if rows >= max_rows:
-            break
     levels = np.arange(1, config.numeric_buckets) / config.numeric_buckets
     return {n: sorted(set(np.quantile(np.concatenate(v), levels).astype(float).tolist()))
             for n, v in values.items()}
@@ -255,14 +262,10 @@ def frequency_buckets(dataset_dir, meta, config, max_rows=10_000_000):
         return {}
     lookup = build_preprocessor(meta, names)
     counts = {n: np.zeros(embedding_rows(features[n]), np.int64) for n in names}
-    rows = 0
-    for batch, _ in tfrecords.make_dataset(dataset_dir, "train", 65_536):
+    for batch in _training_batches(dataset_dir, max_rows):
         index = lookup({n: batch[n] for n in lookup.input})
         for n in names:
             counts[n] += np.bincount(np.asarray(index[n]).ravel(), minlength=len(counts[n]))
-        rows += int(np.asarray(index[names[0]]).shape[0])
-        if rows >= max_rows:
-            break
     return {n: buckets_of(c, config.embedding_buckets) for n, c in counts.items()}
 
 
