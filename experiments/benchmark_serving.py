@@ -43,6 +43,7 @@ def main(argv):
     import tensorflow as tf
 
     from deepmix_tf.data import tfrecords
+    from deepmix_tf.export.latency import single_requests
 
     with open(os.path.join(FLAGS.export, "assets.extra", "deepmix_signature.json")) as f:
         signature = json.load(f)
@@ -53,7 +54,7 @@ def main(argv):
     features, _ = next(iter(tfrecords.make_dataset(FLAGS.tfrecord_dir, "test",
                                                    FLAGS.batch_size)))
     batch = {k: features[k] for k in names}
-    single = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(64)]
+    single = single_requests(batch)
 
     p50, p99 = _latency_ms(serve, single)
     floor50, floor99 = _latency_ms(_trivial_signature(serve), single)
@@ -94,16 +95,10 @@ def _evaluate(serve, signature, names):
 
 
 def _latency_ms(function, requests):
-    """(p50, p99) in ms of --requests calls of `function`, cycling through `requests` (dicts
-    of inputs), after 20 warm-up calls."""
-    for request in requests[:20]:
-        function(**request)
-    latencies = []
-    for i in range(FLAGS.requests):
-        start = time.perf_counter()
-        function(**requests[i % len(requests)])
-        latencies.append(time.perf_counter() - start)
-    return np.percentile(np.array(latencies) * 1000, [50, 99])
+    """(p50, p99) in ms of --requests calls of `function`, cycling through `requests`."""
+    from deepmix_tf.export.latency import latency_ms
+
+    return latency_ms(function, requests, calls=FLAGS.requests)
 
 
 def _recommend(signature):

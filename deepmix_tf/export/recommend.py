@@ -71,11 +71,11 @@ class Recommender(tf.Module):
 
     def __init__(self, model, meta, catalogue):
         super().__init__(name="recommender")
-        from deepmix_tf.export.saved_model import _split, input_specs
+        from deepmix_tf.export.saved_model import input_specs, split_model
 
         self.task = make_task(meta["task"])
         self.task.ranking_score(tf.zeros([0]))  # a task without a ranking score fails here
-        self.preprocessor, self.network = _split(model, "recommendations")
+        self.preprocessor, self.network = split_model(model, "recommendations")
         specs = {s.name: s for s in input_specs(model)}
         items = item_inputs(meta)
         key = meta["items"]["key"]

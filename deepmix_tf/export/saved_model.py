@@ -125,6 +125,22 @@ def export(model, meta, export_dir, model_name, version=None, decision=None,
     return final
 
 
+def serving_function(model, meta, decision=None):
+    """The computation of `export`'s serving signature (float32, without XLA) as a
+    `tf.function` of keyword raw features, without writing a SavedModel: for timing many
+    candidate models quickly (`nas.search`). What TF Serving loads is `export`'s."""
+    specs = input_specs(model)
+    names = [s.name for s in specs]
+    task = make_task(meta["task"])
+    predict, _ = _predictor(model, False, "float32")
+
+    @tf.function(input_signature=specs)
+    def serve(*tensors):
+        return task.serving_outputs(predict(dict(zip(names, tensors))), decision or {})
+
+    return lambda **features: serve(*[features[n] for n in names])
+
+
 def _predictor(model, jit_compile, precision):
     """`model(features)` for serving, and the Keras objects whose state the export keeps.
 
@@ -133,7 +149,7 @@ def _predictor(model, jit_compile, precision):
     float32 it is a copy of the network in that dtype, whose outputs are cast back."""
     if not jit_compile and precision == "float32":
         return (lambda features: model(features, training=False)), [model]
-    preprocessor, network = _split(model, f"jit_compile={jit_compile} and "
+    preprocessor, network = split_model(model, f"jit_compile={jit_compile} and "
                                           f"precision={precision!r}")
     if precision != "float32":
         network = _in_precision(network, precision)
@@ -148,7 +164,7 @@ def _predictor(model, jit_compile, precision):
     return predict, [preprocessor, network]
 
 
-def _split(model, why):
+def split_model(model, why):
     """The (preprocessor, network) sub-models of a model of `build_model`; `why` says what
     needs them, for the error."""
     import keras

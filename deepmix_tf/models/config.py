@@ -133,7 +133,7 @@ class Config:
         architecture_learning_rate: Adam's learning rate for architecture weights.
         architecture_warmup_epochs: epochs of ordinary training before a search moves the
             architecture weights.
-        holdout_every: a search's held-out slice of the training split is every
+        holdout_every: a search's (or a supernet's) held-out slice of the training split is every
             `holdout_every`-th example of each file; the ordinary weights train on the rest.
         streaming: how training reads the TFRecords: "off" (parse each split once into
             memory, then gather batches), "on" (stream the files every epoch, in bounded
@@ -334,6 +334,16 @@ class Config:
     def searches_architecture(self):
         """Whether training also trains architecture weights on a held-out slice."""
         return self.autogroup == "search" or self.embedding_search == "search"
+
+    def trains_supernet(self):
+        """Whether this is `model="nas"`'s weight-sharing supernet (no architecture)."""
+        return self.model == "nas" and self.architecture is None
+
+    def holds_out(self):
+        """Whether training holds out every `holdout_every`-th training example: for
+        architecture weights, or for the architecture search that scores a supernet's
+        children on them (`nas.search`), so that validation stays clean for the end."""
+        return self.searches_architecture() or self.trains_supernet()
 
 
 def check_fields(values, where):

@@ -269,6 +269,19 @@ def frequency_buckets(dataset_dir, meta, config, max_rows=10_000_000):
     return {n: buckets_of(c, config.embedding_buckets) for n, c in counts.items()}
 
 
+def model_meta(config, dataset_dir, meta=None):
+    """The build's metadata with what `build_model` needs of the training split for
+    `config`: the table columns, numeric bucket boundaries and frequency buckets."""
+    meta = meta or tfrecords.read_metadata(dataset_dir)
+    if config.numeric_embedding != "raw":
+        meta = {**meta, "table_columns": table_columns(dataset_dir, meta)}
+    if config.numeric_embedding == "buckets":
+        meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
+    if config.uses_frequency_buckets():
+        meta = {**meta, "frequency_buckets": frequency_buckets(dataset_dir, meta, config)}
+    return meta
+
+
 def streams(config, meta):
     """Whether training streams the build's files rather than holding splits in memory."""
     if config.streaming == "auto":
@@ -292,12 +305,7 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     task = tasks.make_task(meta["task"])
     if strategy is None:
         strategy = tf.distribute.get_strategy()
-    if config.numeric_embedding != "raw":
-        meta = {**meta, "table_columns": table_columns(dataset_dir, meta)}
-    if config.numeric_embedding == "buckets":
-        meta = {**meta, "numeric_boundaries": numeric_boundaries(dataset_dir, meta, config)}
-    if config.uses_frequency_buckets():
-        meta = {**meta, "frequency_buckets": frequency_buckets(dataset_dir, meta, config)}
+    meta = model_meta(config, dataset_dir, meta)
     with strategy.scope():
         tables = load_tables(dataset_dir, config, meta)
         preprocessor, network, full = build_model(config, meta, tables)
@@ -321,16 +329,19 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
                                       repeat=repeat, part=part,
                                       holdout_every=config.holdout_every)
 
-    # A search of architecture weights holds out a slice of the training split for them.
+    # A search (of architecture weights, or over a supernet) holds out a slice of the training
+    # split for the architecture.
     search = config.searches_architecture()
-    if search and not distribute.is_default(strategy):
-        raise ValueError("an architecture search (autogroup or embedding_search 'search') "
-                         "runs in one process, without a distribution strategy")
+    holdout = config.holds_out()
+    if holdout and not distribute.is_default(strategy):
+        raise ValueError("an architecture search (autogroup or embedding_search 'search', "
+                         "or a nas supernet) runs in one process, without a distribution "
+                         "strategy")
 
     train_examples = meta["splits"]["train"]["examples"]
     steps_per_epoch = None
     if distribute.is_default(strategy):
-        train_ds = dataset("train", True, part="rest" if search else None)
+        train_ds = dataset("train", True, part="rest" if holdout else None)
         val_ds = dataset("validation")
     else:
         # Each worker reads its share of the training files, batches of the per-replica
@@ -351,7 +362,7 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
             steps_per_epoch = -(-train_examples // config.batch_size)
             val_ds = None  # see `_Validation`
     # A search trains the ordinary weights on the training split less its held-out slice.
-    throughput = _Throughput(round(train_examples * (1 - 1 / config.holdout_every)) if search
+    throughput = _Throughput(round(train_examples * (1 - 1 / config.holdout_every)) if holdout
                              else train_examples)
     history_csv = os.path.join(model_dir, "history.csv")
     backup = _Backup(os.path.join(model_dir, "backup"), chief=chief, scratch_dir=out_dir)
@@ -364,7 +375,7 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
         os.path.join(model_dir, "logs", "architecture") if chief else None)
         if search else None)
     sampler = None
-    if config.model == "nas" and config.architecture is None:
+    if config.trains_supernet():
         from deepmix_tf.nas.network import SUPERNET, SupernetSampler
 
         if config.steps_per_execution != 1:
@@ -416,6 +427,9 @@ def _train(config, data_dir, tfrecord_dir, model_dir, log, verbose, strategy, ch
     if searcher is not None:
         output["architecture_search"] = {"holdout_every": config.holdout_every,
                                          "steps": searcher.steps}
+    if sampler is not None:
+        output["supernet"] = {"holdout_every": config.holdout_every,
+                              "architectures_sampled": sampler.sampled}
     # Every worker evaluates and saves (reading variables may be collective); only the
     # chief's files are kept.
     results, decision = evaluate(network, task,
