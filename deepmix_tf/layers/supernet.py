@@ -18,10 +18,15 @@ class SuperNet(keras.layers.Layer):
     blocks' outputs, all of the stacked width D) and applies its operator:
 
         mlp       y = x + relu(x W1 + b1)[:h] W2[:h] + b2      h = width * D hidden units
-        cross     y = x * (sum_k g_k U_k relu(C_k relu(V_k x)[:r])[:r] + b) + x
+        cross     y = x0 * (sum_k g_k U_k relu(C_k relu(V_k x)[:r])[:r] + b) + x
                       g = softmax over the first `experts` gate logits (CrossNetMix, one layer)
-        dot       y = x + triu(Z Z^T) Q + c,   Z = reshape(x P, (dot_fields, dot_dim))
+        dot       y = x + vec(Z0 Z^T) Q + c,   Z = reshape(x P, (dot_fields, dot_dim)),
+                      Z0 the same of x0
         identity  y = x
+
+    The crosses and dots are with x0, the stacked features, as in DCN: a stack of them
+    raises the degree of the polynomial by one a block, not doubling it (crosses of a
+    block's own input overflowed in supernet training).
 
     then the head, `relu(y W + b)[:head]`. Weights are those of the widest choice (most
     hidden units, experts, rank, head); a narrower choice uses their first rows and columns
@@ -64,7 +69,7 @@ class SuperNet(keras.layers.Layer):
         d, n, s = int(input_shape[-1]), self.space.blocks, self.space
         self.width = d
         hidden = int(round(max(s.mlp_widths) * d))
-        k, r, pairs = max(s.experts), max(s.ranks), self.dot_fields * (self.dot_fields - 1) // 2
+        k, r, pairs = max(s.experts), max(s.ranks), self.dot_fields ** 2
 
         def weight(name, shape, init="glorot_uniform"):
             return self.add_weight(shape=shape, initializer=init, name=name)
@@ -159,9 +164,10 @@ class SuperNet(keras.layers.Layer):
         for b, w in enumerate(self.blocks):
             mask = ops.cast(self.inputs_mask[b, :b + 1], inputs.dtype)
             x = ops.einsum("jbd,j->bd", ops.stack(outputs, axis=0), mask) / ops.sum(mask)
+            x0 = outputs[0]
             branches = [lambda x, b=b, w=w: self._mlp(x, b, w),
-                        lambda x, b=b, w=w: self._cross(x, b, w),
-                        lambda x, w=w: self._dot(x, w),
+                        lambda x, b=b, w=w: self._cross(x, x0, b, w),
+                        lambda x, w=w: self._dot(x, x0, w),
                         lambda x: x]
             outputs.append(ops.switch(self.op[b], branches, x) * keep)
         units = ops.arange(max(self.space.head_widths))
@@ -174,7 +180,7 @@ class SuperNet(keras.layers.Layer):
         h = h * ops.cast(units < self.hidden[b], h.dtype)
         return x + ops.matmul(h, w["w2"]) + w["b2"]
 
-    def _cross(self, x, b, w):
+    def _cross(self, x, x0, b, w):
         k, r = w["c"].shape[0], w["c"].shape[1]
         rank = ops.cast(ops.arange(r) < self.rank[b], x.dtype)
         h = ops.relu(ops.reshape(ops.matmul(x, w["v"]), (-1, k, r))) * rank
@@ -183,10 +189,10 @@ class SuperNet(keras.layers.Layer):
         logits = ops.where(ops.arange(k) < self.experts[b], logits, -1e9)
         h = h * ops.expand_dims(ops.softmax(logits, axis=-1), -1)
         mixed = ops.matmul(ops.reshape(h, (-1, k * r)), w["u"]) + w["cb"]
-        return x * mixed + x
+        return x0 * mixed + x
 
-    def _dot(self, x, w):
-        return dot_operator(x, w["p"], w["q"], w["qb"], self.dot_fields, self.dot_dim)
+    def _dot(self, x, x0, w):
+        return dot_operator(x, x0, w["p"], w["q"], w["qb"], self.dot_fields, self.dot_dim)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], max(self.space.head_widths))
@@ -201,12 +207,17 @@ class SuperNet(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="deepmix_tf")
 class DotBlock(keras.layers.Layer):
-    """The dot operator of a stand-alone network: `x + triu(Z Z^T) Q + c`, with
-    `Z = reshape(x P, (fields, dim))`: pairwise inner products of `fields` learned
-    projections of the input (a factorisation machine over virtual fields).
+    """The dot operator of a stand-alone network: `x + vec(Z0 Z^T) Q + c`, with
+    `Z = reshape(x P, (fields, dim))` and `Z0` the same of `x0`: inner products of `fields`
+    learned projections of the input with those of the stacked features (a factorisation
+    machine over virtual fields, crossed with x0 as DCN crosses).
 
     Args:
         fields, dim: the projections' number and width.
+
+    Call arguments:
+        inputs: (batch, D).
+        x0: (batch, D), the stacked features; default `inputs`.
     """
 
     def __init__(self, fields=8, dim=8, **kwargs):
@@ -214,26 +225,29 @@ class DotBlock(keras.layers.Layer):
         self.fields, self.dim = int(fields), int(dim)
 
     def build(self, input_shape):
-        d, pairs = int(input_shape[-1]), self.fields * (self.fields - 1) // 2
+        d = int(input_shape[-1])
         self.p = self.add_weight(shape=(d, self.fields * self.dim), name="p")
-        self.q = self.add_weight(shape=(pairs, d), name="q")
+        self.q = self.add_weight(shape=(self.fields ** 2, d), name="q")
         self.c = self.add_weight(shape=(d,), initializer="zeros", name="c")
 
-    def call(self, x):
-        return dot_operator(x, self.p, self.q, self.c, self.fields, self.dim)
+    def call(self, inputs, x0=None):
+        return dot_operator(inputs, inputs if x0 is None else x0, self.p, self.q, self.c,
+                            self.fields, self.dim)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
     def get_config(self):
         return {**super().get_config(), "fields": self.fields, "dim": self.dim}
 
 
-def dot_operator(x, p, q, c, fields, dim):
-    """`x + triu(Z Z^T) Q + c` with `Z = reshape(x P, (fields, dim))`: the dot operator, of
-    the supernet and of a stand-alone network alike."""
+def dot_operator(x, x0, p, q, c, fields, dim):
+    """`x + vec(Z0 Z^T) Q + c`, `Z = reshape(x P, (fields, dim))`, `Z0` the same of `x0`:
+    the dot operator, of the supernet and of a stand-alone network alike."""
     z = ops.reshape(ops.matmul(x, p), (-1, fields, dim))
-    gram = ops.reshape(ops.einsum("bfe,bge->bfg", z, z), (-1, fields ** 2))
-    rows, cols = np.triu_indices(fields, 1)
-    upper = ops.take(gram, ops.convert_to_tensor(rows * fields + cols), axis=1)
-    return x + ops.matmul(upper, q) + c
+    z0 = ops.reshape(ops.matmul(x0, p), (-1, fields, dim))
+    gram = ops.reshape(ops.einsum("bfe,bge->bfg", z0, z), (-1, fields ** 2))
+    return x + ops.matmul(gram, q) + c
 
 
 def child_network(x, architecture, dot_fields=8, dot_dim=8, name="nas"):
@@ -254,9 +268,9 @@ def child_network(x, architecture, dot_fields=8, dot_dim=8, name="nas"):
                 [h, keras.layers.Dense(d, name=f"{name}_block_{b}")(hidden)])
         elif block["op"] == "cross":
             y = CrossNetMix(num_layers=1, num_experts=block["experts"], low_rank=block["rank"],
-                            activation="relu", name=f"{name}_block_{b}")(h)
+                            activation="relu", name=f"{name}_block_{b}")(h, x0=x)
         elif block["op"] == "dot":
-            y = DotBlock(dot_fields, dot_dim, name=f"{name}_block_{b}")(h)
+            y = DotBlock(dot_fields, dot_dim, name=f"{name}_block_{b}")(h, x0=x)
         else:
             y = h
         outputs.append(y)

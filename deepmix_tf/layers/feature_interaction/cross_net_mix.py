@@ -92,10 +92,13 @@ class CrossNetMix(keras.layers.Layer):
         """The softmax gate G(x) of cross layer `layer`: (batch, num_experts), rows sum to 1."""
         return ops.softmax(ops.matmul(x, self.layer_weights[layer]["gate"]), axis=-1)
 
-    def call(self, inputs):
+    def call(self, inputs, x0=None):
+        """`x0`: the base the layers cross with (DCN's x0); default `inputs`. Given, the
+        first layer's input is `inputs` and every layer computes `x0 * mixed(x) + x`."""
         k, r = self.num_experts, self.low_rank
         d = inputs.shape[-1]
-        x0 = x = inputs
+        x = inputs
+        x0 = inputs if x0 is None else x0
         for l, w in enumerate(self.layer_weights):
             # All experts in one matmul each way: V as (d, K r) and U as (K r, d). Since the
             # gates sum to 1, sum_i G_i x0 * (U_i h_i + b) = x0 * ([G_1 h_1 .. G_K h_K] U + b):
