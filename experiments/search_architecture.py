@@ -41,8 +41,10 @@ flags.DEFINE_integer("tournament", 5, "Members drawn per tournament.")
 flags.DEFINE_integer("finetune_steps", 100, "Steps of each child alone before it is scored.")
 flags.DEFINE_integer("max_children", None, "Stop after this many children.")
 flags.DEFINE_float("latency_weight", 0.0, "Tournament fitness = score * (latency / median "
-                   "latency of the first population) ** weight; 0: accuracy alone.")
-flags.DEFINE_integer("top", 3, "Chosen architectures written as configs.")
+                   "latency of the first population) ** weight, weight >= 0 (the score is "
+                   "lower-is-better); 0: accuracy alone.")
+flags.DEFINE_integer("top", 3, "Chosen architectures written as configs: the best held-out "
+                     "scores (accuracy alone).")
 flags.DEFINE_integer("search_seed", 0, "Seed of the evolution's draws.")
 flags.DEFINE_integer("rank_check", 0, "Architectures sampled and trained from scratch for "
                      "the rank agreement (0: none).")
@@ -62,6 +64,12 @@ def main(argv):
         raise app.UsageError(f"the search designs model 'nas'; got --model={FLAGS.model}")
     FLAGS.model = "nas"
     base = train_cli.config_from_flags()
+    if base.model != "nas":
+        raise app.UsageError(f"the search designs model 'nas'; --config has model "
+                             f"{base.model!r}")
+    if FLAGS.rank_check == 1 or FLAGS.rank_check < 0:
+        raise app.UsageError(f"--rank_check takes 0 or at least 2 architectures, got "
+                             f"{FLAGS.rank_check}")
     if base.architecture is not None:
         raise app.UsageError("the config already has an architecture: nothing to search")
     name = load_spec(base.dataset).name
@@ -90,9 +98,13 @@ def main(argv):
     if left > 0:
         state = search.evolve(run, out, FLAGS.population, FLAGS.tournament, left,
                               FLAGS.max_children, FLAGS.search_seed, FLAGS.latency_weight)
+    elif os.path.exists(os.path.join(out, search.STATE)):
+        # Nothing left to spend: the state as it is (evolve checks its settings).
+        state = search.evolve(run, out, FLAGS.population, FLAGS.tournament, 0,
+                              FLAGS.max_children, FLAGS.search_seed, FLAGS.latency_weight,
+                              progress=False)
     else:
-        with open(os.path.join(out, search.STATE)) as f:
-            state = json.load(f)
+        state = {"children": [], "seconds": 0.0}
     children = state["children"]
     if not children:
         raise SystemExit(f"no child was scored: the supernet took {supernet_s:.0f} s of the "
@@ -169,8 +181,7 @@ def _rank_check(run, base, out):
         if not _finished(run_dir, config):
             trainer.train(config, data_dir=FLAGS.data_dir, tfrecord_dir=FLAGS.tfrecord_dir,
                           model_dir=run_dir, verbose=0, dataset_dir=FLAGS.dataset_dir)
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            alone = json.load(f)["val"][run.metric]
+        alone = _validation_metric(run_dir, run.metric)
         rows.append({"architecture": architecture, "inherited_held": inherited["held"],
                      "inherited_validation": inherited["validation"],
                      "standalone_validation": alone, "run": run_dir})
@@ -187,6 +198,19 @@ def _rank_check(run, base, out):
     print(f"Kendall tau over {len(rows)} architectures: inherited validation "
           f"{result['kendall_tau_validation']:.3f}, held-out {result['kendall_tau_held']:.3f}")
     return result
+
+
+def _validation_metric(run_dir, metric):
+    """A trained run's validation `metric`: from metrics.json, or for the loss (not kept
+    there) the best epoch's `val_loss` of history.csv (early stopping restores that one)."""
+    import csv
+
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        val = json.load(f)["val"]
+    if metric in val:
+        return val[metric]
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return min(float(row[f"val_{metric}"]) for row in csv.DictReader(f))
 
 
 def _trained(entry, task):

@@ -26,7 +26,7 @@ def test_pareto_front_keeps_exactly_the_undominated_points():
 def test_kendall_tau_against_hand_counts():
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
-    # 6 pairs: 4 concordant, 2 discordant.
+    # 6 pairs: 5 concordant, 1 discordant.
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx((5 - 1) / 6)
     # A tie in y: tau-b = (C - D) / sqrt(6 * 5); here C = 5, D = 0.
     assert kendall_tau([1, 2, 3, 4], [1, 2, 2, 4]) == pytest.approx(5 / np.sqrt(30))
@@ -106,10 +106,24 @@ def supernet_run(small_data, tmp_path):
     metrics = trainer.train(config, data_dir=small_data["root"],
                             tfrecord_dir=str(tmp_path / "tf"), model_dir=str(tmp_path / "s"),
                             log=lambda _: None, verbose=0)
-    assert metrics["supernet"]["holdout_every"] == config.holdout_every
+    # One architecture a step, over the training split less its held-out slice.
+    from deepmix_tf.data import tfrecords
+
+    build = str(tmp_path / "tf" / "movielens1m-rating")
+    rest = len(tfrecords.read_examples(build, "train", part="rest")["rating"])
+    held = len(tfrecords.read_examples(build, "train", part="held")["rating"])
+    assert held > 0 and rest + held == metrics_rows(build)
+    assert metrics["supernet"]["architectures_sampled"] == -(-rest // 64)
     return str(tmp_path / "s")
 
 
+def metrics_rows(build):
+    from deepmix_tf.data import tfrecords
+
+    return tfrecords.read_metadata(build)["splits"]["train"]["examples"]
+
+
+@pytest.mark.slow
 def test_children_are_scored_with_the_supernets_weights_and_timed(supernet_run, tmp_path):
     from deepmix_tf.nas.search import SupernetRun
     from deepmix_tf.training.trainer import weights_digest
@@ -133,6 +147,7 @@ def test_children_are_scored_with_the_supernets_weights_and_timed(supernet_run, 
     assert weights_digest(run.network) == before
 
 
+@pytest.mark.slow
 def test_the_search_command_writes_the_front_configs_and_rank_check(small_data, tmp_path):
     out = tmp_path / "search"
     common = [sys.executable, "-m", "experiments.search_architecture",
@@ -165,10 +180,13 @@ def test_the_search_command_writes_the_front_configs_and_rank_check(small_data, 
     model = keras.saving.load_model(trained / "model.keras")
     assert model.get_layer("nas").get_layer("nas_head").units == \
         result["chosen"][0]["architecture"]["head"]
+    supernet_written = os.path.getmtime(out / "supernet" / "metrics.json")
     done = subprocess.run(args + ["--trained", f"searched={trained}"], capture_output=True,
                           text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stdout + done.stderr
+    # The finished supernet is kept, not trained again.
+    assert os.path.getmtime(out / "supernet" / "metrics.json") == supernet_written
     result = json.loads((out / "front.json").read_text())
     assert result["children"] == 3  # resumed: nothing more to do
     (mark,) = result["trained"]

@@ -208,6 +208,7 @@ def _small_space_config(**overrides):
         nas_space={"blocks": 2, "head_widths": [8, 16], "ranks": [4, 8]}, **overrides)
 
 
+@pytest.mark.slow
 def test_the_supernet_trains_with_an_architecture_per_step(small_data, tmp_path):
     from deepmix_tf.nas.network import SUPERNET, SupernetSampler, search_space
     from deepmix_tf.training import trainer
@@ -237,6 +238,7 @@ def test_the_supernet_trains_with_an_architecture_per_step(small_data, tmp_path)
                       log=lambda _: None, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_searched_architecture_trains_and_exports_like_any_other_config(small_data,
                                                                           tmp_path):
     import tensorflow as tf
@@ -278,6 +280,7 @@ def test_a_searched_architecture_trains_and_exports_like_any_other_config(small_
         base.replace(autofis="search")
 
 
+@pytest.mark.slow
 def test_the_supernet_searches_field_widths_not_those_of_embedded_numeric_inputs(small_data,
                                                                                  tmp_path):
     from deepmix_tf.data import tfrecords
@@ -301,3 +304,22 @@ def test_the_supernet_searches_field_widths_not_those_of_embedded_numeric_inputs
     child = config.replace(architecture=arch, embedding_dims=arch["embedding_dims"])
     _, network, full = build_model(child, meta, tables)
     assert network.get_layer("autodis").output.shape[-1] == config.embedding_dim
+
+
+def test_crosses_and_dots_are_with_the_stacked_features():
+    from deepmix_tf.layers import CrossNetMix
+    from deepmix_tf.layers.supernet import DotBlock
+
+    x = _x(8)
+    for layer in (CrossNetMix(num_layers=1, num_experts=2, low_rank=4), DotBlock(4, 4)):
+        layer(x)
+        # A zero x0 leaves nothing to cross with: y = x (+ the dot's bias, zero at init).
+        np.testing.assert_allclose(np.asarray(layer(x, x0=np.zeros_like(x))), x, atol=1e-6)
+        assert not np.allclose(np.asarray(layer(x, x0=x)), x)
+    # So a stack of crosses is a polynomial of one degree more a block, as in DCN: scaling
+    # x0 by s scales the all-cross stack's output by at most s^(blocks + 1), not s^(2^4).
+    net = _net(_arch([{"op": "cross", "inputs": [b], "experts": 1, "rank": 8}
+                      for b in range(4)]))
+    small = np.abs(np.asarray(net(x))).max()
+    large = np.abs(np.asarray(net(10 * x))).max()
+    assert large / small < 2 * 10 ** 5  # crossing its own input: about 10^16

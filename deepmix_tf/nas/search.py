@@ -57,6 +57,8 @@ class SupernetRun:
     """
 
     def __init__(self, model_dir, finetune_steps=100):
+        import tensorflow as tf
+
         from deepmix_tf import tasks
         from deepmix_tf.data import tfrecords
         from deepmix_tf.export.saved_model import split_model
@@ -98,8 +100,10 @@ class SupernetRun:
 
         # Every child fine-tunes on the same batches (the first of the shuffled split less
         # its held-out slice), so that scores differ by architecture only.
+        steps = max(self.finetune_steps, 1)
         self.datasets = {"finetune": dataset("train", shuffle=True, repeat=True, part="rest")
-                         .take(max(self.finetune_steps, 1)).cache(),
+                         .take(steps).cache()
+                         .apply(tf.data.experimental.assert_cardinality(steps)),
                          "held": dataset("train", part="held"),
                          "validation": dataset("validation")}
         self._child_meta = self._requests = None
@@ -163,7 +167,8 @@ def evolve(run, out_dir, population=20, tournament=5, budget_s=3600, max_childre
 
     Each child is {"id", "architecture", "score" (the held-out metric with inherited
     weights), "latency_ms", "parent" (id, or None for the random first population),
-    "seconds"}. The tournament's fitness is `score * (latency_ms / t) ** latency_weight`,
+    "seconds"}; the state's "seconds" is the evolution's wall time over all calls. The
+    tournament's fitness is `score * (latency_ms / t) ** latency_weight`,
     t the median latency of the first population: with 0 (the default) accuracy alone, a
     soft latency target as in MnasNet otherwise. The front is that of every child.
 
@@ -173,6 +178,9 @@ def evolve(run, out_dir, population=20, tournament=5, budget_s=3600, max_childre
     import keras
     import tensorflow as tf
 
+    if latency_weight < 0:
+        raise ValueError(f"latency_weight must be >= 0 (the score is lower-is-better: a "
+                         f"positive weight penalises latency), got {latency_weight}")
     settings = {"population": population, "tournament": tournament, "seed": seed,
                 "latency_weight": latency_weight, "finetune_steps": run.finetune_steps,
                 "supernet": os.path.abspath(run.model_dir),
@@ -193,8 +201,8 @@ def evolve(run, out_dir, population=20, tournament=5, budget_s=3600, max_childre
     os.makedirs(out_dir, exist_ok=True)
     children = state["children"]
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "evolution"))
-    bar = keras.utils.Progbar(int(budget_s), unit_name="s") if progress else None
-    start = time.perf_counter()
+    bar = keras.utils.Progbar(max(1, int(budget_s)), unit_name="s") if progress else None
+    start, past = time.perf_counter(), state["seconds"]
 
     def fitness(child):
         if not latency_weight:
@@ -215,14 +223,16 @@ def evolve(run, out_dir, population=20, tournament=5, budget_s=3600, max_childre
             parent = parent["id"]
         began = time.perf_counter()
         score = run.score(architecture)["held"]
+        if not np.isfinite(score):  # a diverged fine-tune: last in every comparison
+            score = float("inf")
         latency = run.latency_ms(architecture)
         child = {"id": len(children), "architecture": architecture, "score": score,
                  "latency_ms": round(latency, 4), "parent": parent,
                  "seconds": round(time.perf_counter() - began, 2)}
         children.append(child)
-        state["seconds"] = round(state["seconds"] + child["seconds"], 1)
+        state["seconds"] = round(past + time.perf_counter() - start, 1)
         write_json(path, state)
-        best = min(c["score"] for c in children)
+        best = min(c["score"] for c in children)  # inf while every child diverged
         with writer.as_default(step=child["id"]):
             tf.summary.scalar(f"child/{run.metric}", score)
             tf.summary.scalar("child/latency_ms", latency)
@@ -233,20 +243,23 @@ def evolve(run, out_dir, population=20, tournament=5, budget_s=3600, max_childre
                        finalize=False)
     writer.flush()
     if bar is not None:
-        bar.update(int(budget_s), finalize=True)
+        bar.update(max(1, int(budget_s)), finalize=True)
     return state
 
 
 def front(children):
-    """The children on the Pareto front of (score, latency_ms), by increasing latency."""
-    return [children[i] for i in pareto_front([(c["score"], c["latency_ms"])
-                                               for c in children])]
+    """The children on the Pareto front of (score, latency_ms), by increasing latency
+    (children whose score is not finite left out)."""
+    finite = [c for c in children if np.isfinite(c["score"])]
+    return [finite[i] for i in pareto_front([(c["score"], c["latency_ms"]) for c in finite])]
 
 
 def chosen(children, top=3):
-    """The `top` children of best score, distinct architectures, best first."""
+    """The `top` children of best score (accuracy alone, whatever the tournament's
+    latency weight), distinct architectures, best first; non-finite scores left out."""
     seen, out = set(), []
-    for child in sorted(children, key=lambda c: c["score"]):
+    for child in sorted((c for c in children if np.isfinite(c["score"])),
+                        key=lambda c: c["score"]):
         key = json.dumps(child["architecture"], sort_keys=True)
         if key not in seen:
             seen.add(key)
