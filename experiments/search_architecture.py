@@ -173,8 +173,7 @@ def _rank_check(run, base, out):
     for i in range(FLAGS.rank_check):
         architecture = run.space.sample(np.random.default_rng([FLAGS.search_seed, 1, i]))
         inherited = run.score(architecture, splits=("held", "validation"))
-        config = base.replace(architecture=architecture,
-                              embedding_dims=dict(architecture["embedding_dims"]))
+        config = run.child_config(architecture, base)
         if FLAGS.rank_check_epochs:
             config = config.replace(epochs=FLAGS.rank_check_epochs)
         run_dir = os.path.join(folder, f"arch-{i}")

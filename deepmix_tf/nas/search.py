@@ -126,29 +126,29 @@ class SupernetRun:
             for v, value in zip(self.network.optimizer.variables, self._optimizer):
                 v.assign(value)
 
-    def child_config(self, architecture):
+    def child_config(self, architecture, base=None):
         """The plain config that trains `architecture` from scratch (`experiments.train
-        --config`): the supernet run's, with the architecture and its embedding widths."""
+        --config`): `base` (default: the supernet run's config) with the architecture and
+        its embedding widths."""
         self.space.check(architecture)
-        return self.config.replace(architecture=architecture,
-                                   embedding_dims=dict(architecture["embedding_dims"]))
+        return (base or self.config).replace(
+            architecture=architecture, embedding_dims=dict(architecture["embedding_dims"]))
 
-    def latency_ms(self, architecture, calls=300, model=None):
+    def latency_ms(self, architecture, calls=300):
         """Batch-1 p50 (ms) of the architecture's whole model, raw features in and the
         task's serving outputs out, as the exported signature computes it, on this CPU
-        (its weights do not matter: a new model of its sizes; or `model`, a trained one)."""
+        (a new model of its sizes: its weights do not matter)."""
         from deepmix_tf.data import tfrecords
         from deepmix_tf.export.latency import latency_ms, single_requests
         from deepmix_tf.export.saved_model import serving_function
         from deepmix_tf.models import build_model, load_tables
         from deepmix_tf.training.trainer import model_meta
 
-        if model is None:
-            config = self.child_config(architecture)
-            if self._child_meta is None:
-                meta = model_meta(config, self.dataset_dir, self.meta)
-                self._child_meta = (meta, load_tables(self.dataset_dir, config, meta))
-            model = build_model(config, *self._child_meta)[2]
+        config = self.child_config(architecture)
+        if self._child_meta is None:
+            meta = model_meta(config, self.dataset_dir, self.meta)
+            self._child_meta = (meta, load_tables(self.dataset_dir, config, meta))
+        model = build_model(config, *self._child_meta)[2]
         if self._requests is None:
             features, _ = next(iter(tfrecords.make_dataset(self.dataset_dir, "validation",
                                                            64)))
